@@ -1,0 +1,55 @@
+"""nat_keras: Neural Architecture Transformer (NAT, Guo et al. 2019) for Keras 3.
+
+Data flows one way (DESIGN.md section 3):
+
+  keras.Model --encode--> ArchGraph --(policy)--> TransformPlan
+      --apply_plan--> keras.Model --> fit / export
+
+Example:
+  >>> import keras, nat_keras
+  >>> model = nat_keras.models.resnet20()
+  >>> graph = nat_keras.encode(model)
+  >>> plan = nat_keras.TransformPlan.keep_all(graph)
+  >>> new_model = nat_keras.apply_plan(model, plan)
+"""
+
+from nat_keras import _keras_env
+
+_keras_env.prepare()
+
+# The public API, flat. Imported after the environment is prepared.
+from nat_keras import models  # noqa: E402
+from nat_keras.costing import Budget, Cost, cost, plan_cost  # noqa: E402
+from nat_keras.encode import encode  # noqa: E402
+from nat_keras.errors import (  # noqa: E402
+    BudgetError,
+    NatKerasError,
+    PlanError,
+    UnsupportedModelError,
+)
+from nat_keras.graph import ArchGraph, Edge, Node  # noqa: E402
+from nat_keras.plan import TransformPlan, sample_random_plan  # noqa: E402
+from nat_keras.rebuild import apply_plan  # noqa: E402
+from nat_keras import layers  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArchGraph",
+    "Budget",
+    "BudgetError",
+    "Cost",
+    "Edge",
+    "NatKerasError",
+    "Node",
+    "PlanError",
+    "TransformPlan",
+    "UnsupportedModelError",
+    "apply_plan",
+    "cost",
+    "encode",
+    "layers",
+    "models",
+    "plan_cost",
+    "sample_random_plan",
+]

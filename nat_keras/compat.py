@@ -1,0 +1,146 @@
+"""The one place where nat_keras touches private Keras / TensorFlow internals.
+
+Keras 3 has no public API that lists a functional model's layer calls with
+their argument structure, so the graph walk reads `Functional._nodes_by_depth`
+and each node's `arguments` here. If a Keras release moves these, only this
+module changes. `tests/test_compat.py` pins the behaviour we rely on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import keras
+
+LEGACY_KERAS_VAR = "TF_USE_LEGACY_KERAS"
+_TRUE_VALUES = ("true", "True", "1")
+
+
+def tf_keras_resolved_to() -> str | None:
+    """Which Keras `tf.keras` already resolved to, without resolving it.
+
+    Returns:
+      None if TensorFlow is not imported or `tf.keras` was never touched,
+      "tf_keras" for Keras 2 (what TF-GNN needs), or another string (for
+      example "keras_3") when `tf.keras` is bound to Keras 3 for this process.
+    """
+    tf_module = sys.modules.get("tensorflow")
+    if tf_module is None:
+        return None
+    loader = tf_module.__dict__.get("keras")
+    if loader is None:
+        return None
+    if getattr(loader, "_tfll_initialized", None) is False:
+        return None
+    version = getattr(loader, "_tfll_keras_version", None)
+    if version is not None:
+        return version
+    module_name = getattr(loader, "__name__", "")
+    return "tf_keras" if module_name.startswith("tf_keras") else "keras_3"
+
+
+def legacy_keras_requested() -> bool:
+    """Whether TF_USE_LEGACY_KERAS asks `tf.keras` to be Keras 2."""
+    return os.environ.get(LEGACY_KERAS_VAR) in _TRUE_VALUES
+
+
+def is_tf_keras_object(obj: Any) -> bool:
+    """True for models and layers built with `tf.keras` / `tf_keras` (Keras 2)."""
+    module = type(obj).__module__ or ""
+    return module.startswith(("tf_keras", "keras.src.engine", "tensorflow.python.keras"))
+
+
+# ---------------------------------------------------------------------------
+# Functional graph access.
+
+
+def inner_functional(model: keras.Model) -> keras.Model | None:
+    """The Functional graph behind a Functional or built Sequential model."""
+    if isinstance(model, keras.Sequential):
+        return getattr(model, "_functional", None)
+    if isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth"):
+        return model
+    return None
+
+
+def is_functional_like(layer: Any) -> bool:
+    """True for layers that are themselves Functional or Sequential models."""
+    return isinstance(layer, keras.Model) and inner_functional(layer) is not None
+
+
+class CallRecord:
+    """One call of an operation in a functional graph.
+
+    Attributes:
+      operation: the Keras layer or op that was called.
+      arguments: the call's symbolic arguments (KerasTensors inside).
+      inputs: the KerasTensors the call consumed, in argument order.
+      outputs: the KerasTensors it produced.
+    """
+
+    __slots__ = ("operation", "arguments", "inputs", "outputs")
+
+    def __init__(self, node: Any):
+        self.operation = node.operation
+        self.arguments = node.arguments
+        self.inputs = list(node.input_tensors)
+        self.outputs = list(node.outputs)
+
+    def fill_in(self, values: dict[int, Any]) -> tuple[tuple, dict]:
+        """The call's (args, kwargs) with each KerasTensor `t` -> values[id(t)]."""
+        return self.arguments.fill_in(values)
+
+    def has_single_positional_input(self) -> bool:
+        args, kwargs = self.arguments.args, self.arguments.kwargs
+        return (
+            len(self.inputs) == 1
+            and len(args) == 1
+            and args[0] is self.inputs[0]
+            and not any(isinstance(v, keras.KerasTensor) for v in keras.tree.flatten(kwargs))
+        )
+
+
+def call_records(model: keras.Model) -> list[CallRecord]:
+    """The layer calls of a functional model in a topological order."""
+    functional = inner_functional(model)
+    nodes_by_depth = functional._nodes_by_depth  # noqa: SLF001 - see module doc.
+    records = []
+    for depth in sorted(nodes_by_depth, reverse=True):
+        for node in nodes_by_depth[depth]:
+            if node.operation is None or node.is_input:
+                continue
+            records.append(CallRecord(node))
+    return records
+
+
+def model_inputs(model: keras.Model) -> list[keras.KerasTensor]:
+    return list(inner_functional(model).inputs)
+
+
+def model_outputs(model: keras.Model) -> list[keras.KerasTensor]:
+    return list(inner_functional(model).outputs)
+
+
+def outputs_structure(model: keras.Model) -> Any:
+    """The nested structure of the model's outputs (list, dict or tensor)."""
+    return inner_functional(model)._outputs_struct  # noqa: SLF001
+
+
+def inputs_structure(model: keras.Model) -> Any:
+    return inner_functional(model)._inputs_struct  # noqa: SLF001
+
+
+def pack_like(structure: Any, flat: list[Any]) -> Any:
+    return keras.tree.pack_sequence_as(structure, flat)
+
+
+def clone_layer(layer: keras.Layer) -> keras.Layer:
+    """A fresh, unbuilt layer with the same config (no shared state)."""
+    return layer.__class__.from_config(layer.get_config())
+
+
+def map_structure(fn: Callable[[Any], Any], structure: Any) -> Any:
+    return keras.tree.map_structure(fn, structure)

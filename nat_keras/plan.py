@@ -1,0 +1,278 @@
+"""TransformPlan: one NAT action per edge, the replayable record of a decision.
+
+A plan names, for each edge of an ArchGraph, what happens to it: keep, skip,
+none, or (NAT++) a cheaper op. Edges it does not name are kept. Plans carry the
+graph's fingerprint so a plan made for one model is not applied to another.
+`resolve` turns a plan into what the rebuild and the cost need: every edge's
+action, which edges and nodes still reach an output, and whether the result is
+a valid network.
+
+Example:
+  >>> graph = nat_keras.encode(model)
+  >>> plan = nat_keras.TransformPlan.from_actions(graph, {"stage1_block0_conv2": "skip"})
+  >>> plan.save("plan.json"); nat_keras.TransformPlan.load("plan.json") == plan
+  True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from nat_keras import ops
+from nat_keras.errors import PlanError
+from nat_keras.graph import MERGE_CONCAT, MERGE_INPUT, MERGE_MULTIPLY, MERGE_OTHER, PLACEHOLDER, ArchGraph
+
+PLAN_FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformPlan:
+    """What to do with each edge of one ArchGraph.
+
+    Attributes:
+      graph_name: name of the model the plan was made for.
+      fingerprint: `ArchGraph.fingerprint()` of that model's graph.
+      actions: edge id -> action, for the edges that change (others keep).
+      space: the action space the plan was drawn from: "nat" or "nat++".
+    """
+
+    graph_name: str
+    fingerprint: str
+    actions: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    space: str = "nat++"
+
+    def __post_init__(self):
+        if self.space not in ops.ACTION_SPACES:
+            raise PlanError(f"Unknown action space {self.space!r}; use one of {list(ops.ACTION_SPACES)}.")
+        # Keep only real changes, in a stable order, so equal plans compare equal.
+        changes = {k: v for k, v in sorted(dict(self.actions).items()) if v != ops.KEEP}
+        object.__setattr__(self, "actions", changes)
+
+    # -- construction -------------------------------------------------------
+
+    @classmethod
+    def keep_all(cls, graph: ArchGraph, *, space: str = "nat++") -> TransformPlan:
+        """The plan that changes nothing (rebuilds an equal model)."""
+        return cls(graph.name, graph.fingerprint(), {}, space)
+
+    @classmethod
+    def from_actions(
+        cls, graph: ArchGraph, actions: Mapping[str, str], *, space: str = "nat++"
+    ) -> TransformPlan:
+        """A plan for `graph`, validated against it.
+
+        Raises:
+          PlanError: an unknown edge, an action outside `space`, an action
+            that is illegal on its edge, or a plan that breaks the network.
+        """
+        plan = cls(graph.name, graph.fingerprint(), dict(actions), space)
+        plan.validate(graph)
+        return plan
+
+    def action(self, edge_id: str) -> str:
+        return self.actions.get(edge_id, ops.KEEP)
+
+    def with_actions(self, changes: Mapping[str, str]) -> TransformPlan:
+        return dataclasses.replace(self, actions={**self.actions, **changes})
+
+    # -- validation ----------------------------------------------------------
+
+    def validate(self, graph: ArchGraph) -> Resolution:
+        """Check this plan against `graph`; returns its resolution.
+
+        Raises:
+          PlanError: naming the edge or node at fault and how to fix it.
+        """
+        return resolve(graph, self)
+
+    # -- serialisation ------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": PLAN_FORMAT_VERSION,
+            "graph_name": self.graph_name,
+            "fingerprint": self.fingerprint,
+            "space": self.space,
+            "actions": dict(self.actions),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TransformPlan:
+        version = data.get("format_version", PLAN_FORMAT_VERSION)
+        if version != PLAN_FORMAT_VERSION:
+            raise PlanError(f"Plan format {version} is not supported (expected {PLAN_FORMAT_VERSION}).")
+        try:
+            return cls(data["graph_name"], data["fingerprint"], dict(data["actions"]), data.get("space", "nat++"))
+        except KeyError as missing:
+            raise PlanError(f"Plan data lacks the field {missing}; was it written by TransformPlan.save?") from None
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> TransformPlan:
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str | os.PathLike) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.to_json(indent=2))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TransformPlan:
+        with open(path, encoding="utf-8") as f:
+            return cls.from_json(f.read())
+
+    def __hash__(self) -> int:
+        return hash((self.graph_name, self.fingerprint, tuple(self.actions.items()), self.space))
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolution:
+    """A plan applied to a graph, before any Keras model is built.
+
+    Attributes:
+      actions: every edge id -> its action.
+      live_edges: edges whose op is in the new network (reach an output).
+      live_nodes: nodes that reach an output.
+      zero_filled: removed edges into a concat, replaced by zeros of their shape.
+    """
+
+    actions: dict[str, str]
+    live_edges: frozenset[str]
+    live_nodes: frozenset[str]
+    zero_filled: frozenset[str]
+
+
+def is_active(edge_kind: str, action: str) -> bool:
+    """Whether an edge carries a value in the new network (before liveness)."""
+    if action == ops.NONE:
+        return False
+    return not (edge_kind == PLACEHOLDER and action == ops.KEEP)
+
+
+def resolve(graph: ArchGraph, plan: TransformPlan) -> Resolution:
+    """Check `plan` against `graph` and work out what the new network keeps.
+
+    Raises:
+      PlanError: see `TransformPlan.validate`.
+    """
+    if plan.fingerprint != graph.fingerprint():
+        raise PlanError(
+            f"This plan was made for model {plan.graph_name!r} (graph fingerprint "
+            f"{plan.fingerprint}), not for model {graph.name!r} (fingerprint "
+            f"{graph.fingerprint()}). Make a plan for this model, e.g. with "
+            "TransformPlan.from_actions(nat_keras.encode(model), ...)."
+        )
+    allowed = set(ops.ACTION_SPACES[plan.space])
+    for edge_id, action in plan.actions.items():
+        if not graph.has_edge(edge_id):
+            raise PlanError(f"Plan for {graph.name!r} names edge {edge_id!r}, which the model does not have.")
+        edge = graph.edge(edge_id)
+        if action not in ops.ACTIONS:
+            raise PlanError(f"Edge {edge_id!r}: unknown action {action!r}; actions are {list(ops.ACTIONS)}.")
+        if action not in allowed:
+            raise PlanError(
+                f"Edge {edge_id!r}: action {action!r} is not in the {plan.space!r} action space "
+                f"({sorted(allowed)}). Use space='nat++' for replacements by cheaper ops."
+            )
+        if action not in edge.actions:
+            why = f" ({edge.note})" if edge.note else ""
+            raise PlanError(
+                f"Edge {edge_id!r} (layer op {edge.op}) of model {graph.name!r} cannot take action "
+                f"{action!r}{why}; its legal actions are {list(edge.actions)}."
+            )
+    actions = {e.id: plan.action(e.id) for e in graph.edges}
+
+    # Walk back from the outputs along edges that still carry a value.
+    live_nodes: set[str] = set()
+    live_edges: set[str] = set()
+    zero_filled: set[str] = set()
+    stack = list(graph.outputs)
+    while stack:
+        node_id = stack.pop()
+        if node_id in live_nodes:
+            continue
+        live_nodes.add(node_id)
+        node = graph.node(node_id)
+        if node.merge == MERGE_INPUT:
+            continue
+        incoming = graph.in_edges(node_id)
+        active = [e for e in incoming if is_active(e.kind, actions[e.id])]
+        if not active:
+            removed = ", ".join(e.id for e in incoming) or "none"
+            raise PlanError(
+                f"Plan for {graph.name!r} leaves node {node_id!r} with no input (edges: {removed}). "
+                "Keep at least one edge into every node, or turn a placeholder edge into a skip."
+            )
+        for edge in incoming:
+            if is_active(edge.kind, actions[edge.id]):
+                live_edges.add(edge.id)
+                stack.append(edge.src)
+            elif edge.kind != PLACEHOLDER:
+                if node.merge in (MERGE_MULTIPLY, MERGE_OTHER):
+                    raise PlanError(
+                        f"Edge {edge.id!r} feeds {node.merge} node {node_id!r}, which needs all its "
+                        "inputs; it cannot be removed."
+                    )
+                if node.merge == MERGE_CONCAT:
+                    zero_filled.add(edge.id)
+    for input_id in graph.inputs:
+        if input_id not in live_nodes:
+            raise PlanError(
+                f"Plan for {graph.name!r} disconnects model input {input_id!r} from every output. "
+                "Keep a path from each input."
+            )
+    return Resolution(actions, frozenset(live_edges), frozenset(live_nodes), frozenset(zero_filled))
+
+
+def sample_random_plan(
+    graph: ArchGraph,
+    rng: np.random.Generator | int | None = None,
+    *,
+    space: str = "nat++",
+    change_prob: float = 0.5,
+) -> TransformPlan:
+    """A random plan that passes `resolve`: each transformable edge changes with
+    probability `change_prob` to a uniformly drawn legal action.
+
+    Nodes left without an input get one of their edges back (kept), so the
+    sample is always a valid network. Every local action costs no more than
+    the op it replaces, so the plan also meets the default Budget.
+
+    Example:
+      >>> plan = sample_random_plan(graph, 0, space="nat")
+      >>> plan.validate(graph)  # never raises
+    """
+    rng = np.random.default_rng(rng)
+    allowed = set(ops.ACTION_SPACES[space])
+    actions: dict[str, str] = {}
+    for edge in graph.edges:
+        legal = [a for a in edge.actions if a in allowed and a != ops.KEEP]
+        if legal and rng.random() < change_prob:
+            actions[edge.id] = legal[rng.integers(len(legal))]
+    return repair(graph, TransformPlan(graph.name, graph.fingerprint(), actions, space))
+
+
+def repair(graph: ArchGraph, plan: TransformPlan) -> TransformPlan:
+    """Restore edges (to keep) so that every node keeps an input.
+
+    For each node whose incoming edges would all be removed, the first
+    non-placeholder edge into it is kept again (placeholders stay null).
+    """
+    actions = dict(plan.actions)
+    for node in graph.nodes:
+        if node.merge == MERGE_INPUT:
+            continue
+        incoming = graph.in_edges(node.id)
+        if any(is_active(e.kind, actions.get(e.id, ops.KEEP)) for e in incoming):
+            continue
+        regular = [e for e in incoming if e.kind != PLACEHOLDER]
+        if regular:
+            actions.pop(regular[0].id, None)
+    return dataclasses.replace(plan, actions=actions)
