@@ -211,14 +211,13 @@ def test_edge_features(graph, gt):
         assert edges[name].dtype == dtype, name
     assert edges["action_mask"].shape == (n, len(ops.ACTIONS))
     np.testing.assert_array_equal(edges["action_mask"].numpy(), [e.mask() for e in graph.edges])
-    assert edges["op_index"].numpy().tolist() == [OP_VOCAB.index(e.op) if e.op in OP_VOCAB
-                                                   else OTHER_OP_INDEX for e in graph.edges]
+    expected_ops = [OP_VOCAB.index(e.op) if e.op in OP_VOCAB else 0 for e in graph.edges]
+    assert edges["op_index"].numpy().tolist() == expected_ops
     assert edges["op_index"].numpy()[-2] == OTHER_OP_INDEX  # custom_attention
     assert edges["kind_index"].numpy().tolist() == [EDGE_KINDS.index(e.kind) for e in graph.edges]
-    np.testing.assert_allclose(edges["log_params"].numpy(), [math.log1p(e.params) for e in graph.edges],
-                               rtol=1e-6)
-    np.testing.assert_allclose(edges["log_macs"].numpy(), [math.log1p(e.macs) for e in graph.edges],
-                               rtol=1e-6)
+    for name, field in (("log_params", "params"), ("log_macs", "macs")):
+        expected_log = [math.log1p(getattr(e, field)) for e in graph.edges]
+        np.testing.assert_allclose(edges[name].numpy(), expected_log, rtol=1e-6)
     ids = [n.id for n in graph.nodes]
     assert edges.adjacency.source.numpy().tolist() == [ids.index(e.src) for e in graph.edges]
     assert edges.adjacency.target.numpy().tolist() == [ids.index(e.dst) for e in graph.edges]
@@ -281,14 +280,13 @@ def test_arch_graph_methods(graph):
 
 
 def _drop(gt, where, feature):
+    """`gt` without one feature of the context, the "nodes" or the "edges" set."""
     if where == "context":
         features = {k: v for k, v in gt.context.features.items() if k != feature}
         return gt.replace_features(context=features)
-    set_name = {"nodes": "nodes", "edges": "edges"}[where]
-    pieces = gt.node_sets if where == "nodes" else gt.edge_sets
-    features = {k: v for k, v in pieces[set_name].features.items() if k != feature}
-    key = "node_sets" if where == "nodes" else "edge_sets"
-    return gt.replace_features(**{key: {set_name: features}})
+    pieces, key = (gt.node_sets, "node_sets") if where == "nodes" else (gt.edge_sets, "edge_sets")
+    features = {k: v for k, v in pieces[where].features.items() if k != feature}
+    return gt.replace_features(**{key: {where: features}})
 
 
 @pytest.mark.parametrize(
