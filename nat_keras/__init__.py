@@ -18,19 +18,21 @@ from nat_keras import _keras_env
 _keras_env.prepare()
 
 # The public API, flat. Imported after the environment is prepared.
-from nat_keras import models  # noqa: E402
-from nat_keras.costing import Budget, Cost, cost, plan_cost  # noqa: E402
-from nat_keras.encode import encode  # noqa: E402
-from nat_keras.errors import (  # noqa: E402
+from nat_keras import (
+    layers,
+    models,
+)
+from nat_keras.costing import Budget, Cost, cost, plan_cost
+from nat_keras.encode import encode
+from nat_keras.errors import (
     BudgetError,
     NatKerasError,
     PlanError,
     UnsupportedModelError,
 )
-from nat_keras.graph import ArchGraph, Edge, Node  # noqa: E402
-from nat_keras.plan import TransformPlan, sample_random_plan  # noqa: E402
-from nat_keras.rebuild import apply_plan  # noqa: E402
-from nat_keras import layers  # noqa: E402
+from nat_keras.graph import ArchGraph, Edge, Node
+from nat_keras.plan import TransformPlan, sample_random_plan
+from nat_keras.rebuild import apply_plan
 
 __version__ = "0.1.0"
 

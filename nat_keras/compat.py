@@ -81,7 +81,7 @@ class CallRecord:
       outputs: the KerasTensors it produced.
     """
 
-    __slots__ = ("operation", "arguments", "inputs", "outputs")
+    __slots__ = ("arguments", "inputs", "operation", "outputs")
 
     def __init__(self, node: Any):
         self.operation = node.operation
@@ -106,7 +106,7 @@ class CallRecord:
 def call_records(model: keras.Model) -> list[CallRecord]:
     """The layer calls of a functional model in a topological order."""
     functional = inner_functional(model)
-    nodes_by_depth = functional._nodes_by_depth  # noqa: SLF001 - see module doc.
+    nodes_by_depth = functional._nodes_by_depth  # private: see module docstring
     records = []
     for depth in sorted(nodes_by_depth, reverse=True):
         for node in nodes_by_depth[depth]:
@@ -126,11 +126,11 @@ def model_outputs(model: keras.Model) -> list[keras.KerasTensor]:
 
 def outputs_structure(model: keras.Model) -> Any:
     """The nested structure of the model's outputs (list, dict or tensor)."""
-    return inner_functional(model)._outputs_struct  # noqa: SLF001
+    return inner_functional(model)._outputs_struct  # private
 
 
 def inputs_structure(model: keras.Model) -> Any:
-    return inner_functional(model)._inputs_struct  # noqa: SLF001
+    return inner_functional(model)._inputs_struct  # private
 
 
 def pack_like(structure: Any, flat: list[Any]) -> Any:

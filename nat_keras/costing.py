@@ -70,8 +70,7 @@ class Budget:
     def __post_init__(self):
         if self.params_ratio <= 0 or self.macs_eps < 0:
             raise ValueError(
-                f"Budget needs params_ratio > 0 and macs_eps >= 0, got {self.params_ratio}, "
-                f"{self.macs_eps}."
+                f"Budget needs params_ratio > 0 and macs_eps >= 0, got {self.params_ratio}, {self.macs_eps}."
             )
 
     def limits(self, reference: Cost) -> Cost:

@@ -32,8 +32,7 @@ from typing import Any
 
 import keras
 
-from nat_keras import costing
-from nat_keras import ops
+from nat_keras import costing, ops
 from nat_keras.graph import (
     IDENTITY,
     MERGE_CONCAT,
@@ -234,7 +233,7 @@ class _Encoder:
 
         # Which unit outputs are collapsed into the merge node that consumes them.
         collapsed: dict[int, LayerCall] = {}
-        for key, unit in unit_by_output.items():
+        for key in unit_by_output:
             consumer = self._single_link(key)
             if consumer is not None and self.roles[consumer.name] == _NODE_ROLE:
                 collapsed[key] = consumer
@@ -390,7 +389,7 @@ def _params(call: LayerCall) -> int:
     layer = call.layer
     if not isinstance(layer, keras.layers.Layer):
         return 0
-    return int(sum(int(w.numpy().size) if False else _weight_size(w) for w in layer.weights))
+    return sum(_weight_size(w) for w in layer.weights)
 
 
 def _weight_size(weight: Any) -> int:
@@ -412,7 +411,10 @@ def _primary_fields(call: LayerCall, shapes: dict[int, tuple]) -> dict[str, Any]
     c_in = in_shape[-1] or 0
     c_out = out_shape[-1] or 0
     positions = costing.spatial_positions(out_shape)
-    fields: dict[str, Any] = {"primary_params": _params(call), "bias": bool(getattr(layer, "use_bias", False))}
+    fields: dict[str, Any] = {
+        "primary_params": _params(call),
+        "bias": bool(getattr(layer, "use_bias", False)),
+    }
     if isinstance(layer, keras.layers.Dense):
         inner_positions = costing.spatial_positions(in_shape)
         return {**fields, "op": ops.DENSE, "macs": inner_positions * c_in * c_out}
@@ -556,7 +558,9 @@ def _with_legal_actions(graph: ArchGraph) -> ArchGraph:
         if edge.kind == UNIT and edge.op == ops.OTHER and not protected:
             protected, notes = True, [*notes, "no primary op"]
         if protected:
-            edges.append(dataclasses.replace(edge, protected=True, actions=(ops.KEEP,), note="; ".join(notes)))
+            edges.append(
+                dataclasses.replace(edge, protected=True, actions=(ops.KEEP,), note="; ".join(notes))
+            )
             continue
         actions = [ops.KEEP]
         if edge.kind == UNIT and costing.skip_cost(edge) is not None and _fits(edge, costing.skip_cost(edge)):
@@ -572,7 +576,11 @@ def _with_legal_actions(graph: ArchGraph) -> ArchGraph:
         if dst.merge in (MERGE_MULTIPLY, MERGE_OTHER):
             # Shapes must stay exact for the layer that consumes the edge.
             actions = [a for a in actions if a != ops.NONE]
-        edges.append(dataclasses.replace(edge, actions=tuple(a for a in ops.ACTIONS if a in actions), note="; ".join(notes)))
+        edges.append(
+            dataclasses.replace(
+                edge, actions=tuple(a for a in ops.ACTIONS if a in actions), note="; ".join(notes)
+            )
+        )
     return dataclasses.replace(graph, edges=tuple(edges))
 
 

@@ -209,8 +209,7 @@ class ArchGraph:
     def fingerprint(self) -> str:
         """A short hash of the structure: plans carry it to catch wrong models."""
         structure = [
-            (e.id, e.src, e.dst, e.kind, e.op, list(e.input_shape), list(e.output_shape))
-            for e in self.edges
+            (e.id, e.src, e.dst, e.kind, e.op, list(e.input_shape), list(e.output_shape)) for e in self.edges
         ]
         digest = hashlib.sha256(json.dumps([self.name, structure]).encode())
         return digest.hexdigest()[:16]

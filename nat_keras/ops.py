@@ -101,4 +101,4 @@ def conv_macs(out_hw: tuple[int, ...], kernel: int, c_in: int, c_out: int, group
     spatial = 1
     for size in out_hw:
         spatial *= int(size)
-    return spatial * kernel**len(out_hw) * c_in * c_out // groups
+    return spatial * kernel ** len(out_hw) * c_in * c_out // groups

@@ -108,9 +108,13 @@ class TransformPlan:
         if version != PLAN_FORMAT_VERSION:
             raise PlanError(f"Plan format {version} is not supported (expected {PLAN_FORMAT_VERSION}).")
         try:
-            return cls(data["graph_name"], data["fingerprint"], dict(data["actions"]), data.get("space", "nat++"))
+            return cls(
+                data["graph_name"], data["fingerprint"], dict(data["actions"]), data.get("space", "nat++")
+            )
         except KeyError as missing:
-            raise PlanError(f"Plan data lacks the field {missing}; was it written by TransformPlan.save?") from None
+            raise PlanError(
+                f"Plan data lacks the field {missing}; was it written by TransformPlan.save?"
+            ) from None
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)

@@ -150,7 +150,9 @@ class _Rebuilder:
         actions = self.resolution.actions
         incoming = self.graph.in_edges(node.id)
         regular = [e for e in incoming if e.kind != PLACEHOLDER]
-        added = [self.values[e.src] for e in incoming if e.kind == PLACEHOLDER and is_active(e.kind, actions[e.id])]
+        added = [
+            self.values[e.src] for e in incoming if e.kind == PLACEHOLDER and is_active(e.kind, actions[e.id])
+        ]
         merge_call = self.calls.get(node.layer) if node.merge != MERGE_NONE else None
 
         contributions: list[Any] = []

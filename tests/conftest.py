@@ -4,4 +4,4 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import nat_keras  # noqa: E402,F401  - must come before anything touches tf.keras
+import nat_keras  # noqa: F401 - must come before anything touches tf.keras
