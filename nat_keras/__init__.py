@@ -33,6 +33,7 @@ from nat_keras.errors import (
 from nat_keras.graph import ArchGraph, Edge, Node
 from nat_keras.plan import TransformPlan, sample_random_plan
 from nat_keras.rebuild import apply_plan
+from nat_keras.report import format_graph, format_plan
 
 __version__ = "0.1.0"
 
@@ -50,6 +51,8 @@ __all__ = [
     "apply_plan",
     "cost",
     "encode",
+    "format_graph",
+    "format_plan",
     "layers",
     "models",
     "plan_cost",

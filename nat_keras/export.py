@@ -1,0 +1,199 @@
+"""Export a (transformed) model: a SavedModel plus the plan and the cost beside it.
+
+One directory holds everything needed to serve and to audit a NAT result:
+
+  export_dir/
+    saved_model.pb, variables/, ...   the SavedModel (endpoint `serve`)
+    plan.json                          the TransformPlan (if one is given)
+    cost.json                          params / MACs / adds of the model,
+                                       and of the source model with ratios
+
+The SavedModel is written by Keras 3 `model.export(..., format="tf_saved_model")`
+and loads without nat_keras: `tf.saved_model.load(export_dir).serve(x)`.
+
+Example:
+  >>> plan = nat_keras.sample_random_plan(nat_keras.encode(model), 0)
+  >>> new_model = nat_keras.apply_plan(model, plan)
+  >>> result = nat_keras.export(new_model, "out/resnet20", plan=plan, source=model)
+  >>> result.cost.params == new_model.count_params()
+  True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Any
+
+import keras
+
+from nat_keras.costing import Cost, cost
+from nat_keras.errors import NatKerasError
+from nat_keras.plan import TransformPlan
+
+PLAN_FILE = "plan.json"
+COST_FILE = "cost.json"
+COST_FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """What `export` wrote, and what the exported model costs.
+
+    Attributes:
+      export_dir: the directory holding the SavedModel, plan.json and cost.json.
+      plan_path: path of plan.json, or None when no plan was given.
+      cost_path: path of cost.json.
+      cost: params / MACs / adds of the exported model.
+      source_cost: the same for the source model, or None when no source was given.
+    """
+
+    export_dir: pathlib.Path
+    plan_path: pathlib.Path | None
+    cost_path: pathlib.Path
+    cost: Cost
+    source_cost: Cost | None = None
+
+    @property
+    def ratio(self) -> dict[str, float] | None:
+        """The exported model's cost relative to the source's (None without a source)."""
+        return None if self.source_cost is None else self.cost.ratio(self.source_cost)
+
+
+def export(
+    model: keras.Model,
+    export_dir: str | os.PathLike,
+    *,
+    plan: TransformPlan | None = None,
+    source: keras.Model | None = None,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Write `model` as a SavedModel, with its plan and cost, to `export_dir`.
+
+    Everything is first written to a new directory beside `export_dir` and
+    moved into place only once complete, so a failed export leaves an earlier
+    export at that path untouched.
+
+    Args:
+      model: the Keras 3 model to export (typically `apply_plan`'s result).
+      export_dir: the directory to create. It may exist only if it is empty,
+        unless `overwrite` is True.
+      plan: the TransformPlan that made `model`; saved as plan.json. When
+        `source` is given too, the plan is checked against the source model.
+      source: the model the plan was applied to; its cost and the ratios
+        exported / source go into cost.json.
+      overwrite: replace a non-empty `export_dir` (all of its content).
+
+    Returns:
+      An ExportResult with the paths written and the costs.
+
+    Raises:
+      NatKerasError: `export_dir` is a file, or a non-empty directory and
+        `overwrite` is False.
+      UnsupportedModelError: `model` or `source` cannot be encoded (for example
+        a tf.keras / Keras 2 model), so its cost is unknown.
+      PlanError: `plan` was not made for `source`.
+
+    Example:
+      >>> result = nat_keras.export(new_model, "out/resnet20", plan=plan, source=model)
+      >>> served = tf.saved_model.load("out/resnet20").serve(images)
+    """
+    export_dir = pathlib.Path(export_dir)
+    _check_target(export_dir, overwrite)
+
+    # Cost and plan checks come first: a model that cannot be costed, or a plan
+    # that does not belong to the source, fails before anything is written.
+    model_cost = cost(model)
+    source_cost = None
+    if source is not None:
+        from nat_keras.encode import encode
+
+        source_graph = encode(source)
+        source_cost = cost(source_graph)
+        if plan is not None:
+            plan.validate(source_graph)
+
+    export_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.", dir=export_dir.parent))
+    try:
+        model.export(str(staging), format="tf_saved_model", verbose=False)
+        if plan is not None:
+            (staging / PLAN_FILE).write_text(plan.to_json(indent=2) + "\n", encoding="utf-8")
+        record = _cost_record(model, model_cost, source, source_cost, plan)
+        (staging / COST_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        _move_into_place(staging, export_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportResult(
+        export_dir=export_dir,
+        plan_path=export_dir / PLAN_FILE if plan is not None else None,
+        cost_path=export_dir / COST_FILE,
+        cost=model_cost,
+        source_cost=source_cost,
+    )
+
+
+def _check_target(export_dir: pathlib.Path, overwrite: bool) -> None:
+    """Refuse paths whose content an export would destroy without being asked to."""
+    if export_dir.exists() and not export_dir.is_dir():
+        raise NatKerasError(
+            f"Cannot export to {str(export_dir)!r}: it exists and is not a directory. Choose another path."
+        )
+    if export_dir.is_dir() and any(export_dir.iterdir()) and not overwrite:
+        raise NatKerasError(
+            f"Export directory {str(export_dir)!r} already exists and is not empty. Pass "
+            "overwrite=True to replace its content, or choose another path."
+        )
+
+
+def _move_into_place(staging: pathlib.Path, export_dir: pathlib.Path) -> None:
+    """Put the finished export at `export_dir`, replacing what is there.
+
+    The old directory is renamed aside before the new one moves in and is
+    deleted only after that succeeded, so at no point is neither present.
+    """
+    old = None
+    if export_dir.exists():
+        old = pathlib.Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.old.", dir=export_dir.parent))
+        old.rmdir()  # only the unique name is wanted; rename needs it free
+        export_dir.rename(old)
+    try:
+        staging.rename(export_dir)
+    except BaseException:
+        if old is not None:
+            old.rename(export_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _cost_record(
+    model: keras.Model,
+    model_cost: Cost,
+    source: keras.Model | None,
+    source_cost: Cost | None,
+    plan: TransformPlan | None,
+) -> dict[str, Any]:
+    """The content of cost.json (plain JSON types only)."""
+    # Imported here: nat_keras/__init__.py imports this module before it
+    # defines __version__.
+    import nat_keras
+
+    record: dict[str, Any] = {
+        "format_version": COST_FORMAT_VERSION,
+        "nat_keras_version": nat_keras.__version__,
+        "model": model.name,
+        "cost": model_cost.to_dict(),
+        "source": None,
+        "ratio": None,
+        "plan": PLAN_FILE if plan is not None else None,
+    }
+    if source is not None and source_cost is not None:
+        record["source"] = {"model": source.name, "cost": source_cost.to_dict()}
+        record["ratio"] = model_cost.ratio(source_cost)
+    return record
