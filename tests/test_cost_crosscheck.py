@@ -10,16 +10,21 @@ graph. Keras 3 (TF backend) emits, per layer:
   dilated (Separable)Conv2D       -> SpaceToBatchND + the op above + BatchToSpaceND
   Dense (any input rank)          -> MatMul (rank > 2 through Reshape)
 
-Each such graph op is one MAC op, counted once. The graph is traced at batch
-size 1, so every shape is static and the counts are per example, as
-nat_keras's are. The profiler's own per-op figure is also checked against a
-count from the op's static shapes, so an op type the profiler stopped
-costing cannot silently drop out of the sum.
+Each such graph op is one MAC op, counted once. Keras runs a grouped conv
+(groups > 1) as an XLA-compiled nested tf.function; the profiler does not look
+into function calls, so each called function's graph is profiled on its own
+(reached through the private `Graph._get_function`, the one private API used
+here). The graph is traced at batch size 1, so every shape is static and the
+counts are per example, as nat_keras's are. The profiler's own per-op figure
+is also checked against a count from the op's static shapes, so an op type
+the profiler stopped costing cannot silently drop out of the sum.
 
-The one known, unavoidable difference (not exercised here): a dilated conv
-runs on a SpaceToBatchND-padded tensor, so on a feature map whose size is not
-a multiple of the dilation the profiler also counts the padded positions,
-which nat_keras (counting H_out * W_out) does not.
+The one known, unavoidable difference: a dilated conv runs on a
+SpaceToBatchND-padded tensor, so on a feature map whose size is not a
+multiple of the dilation d the profiler counts ceil(H/d)*d x ceil(W/d)*d
+output positions where nat_keras (and the real work) counts H x W. The
+networks below have even feature maps, so they agree exactly;
+`test_dilated_conv_on_odd_map` asserts the difference to the MAC.
 
 Params: `count_params()` of the Keras model.
 """
@@ -37,8 +42,11 @@ import nat_keras
 
 # Graph op types that carry a network's multiply-adds (see the module docstring).
 MAC_OP_TYPES = frozenset({"Conv2D", "DepthwiseConv2dNative", "MatMul"})
-# Op types that would also carry MACs; none may appear unaccounted for.
-OTHER_MAC_OP_TYPES = frozenset(
+# Ops that run a function graph, which the profiler does not look into.
+CALL_OP_TYPES = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
+# Op types that would carry MACs (or hide them in a branch / loop body) that
+# this count does not handle; none may appear.
+UNCOUNTED_OP_TYPES = frozenset(
     {
         "BatchMatMul",
         "BatchMatMulV2",
@@ -51,6 +59,12 @@ OTHER_MAC_OP_TYPES = frozenset(
         "Einsum",
         "_FusedConv2D",
         "_FusedMatMul",
+        "If",
+        "StatelessIf",
+        "While",
+        "StatelessWhile",
+        "Case",
+        "StatelessCase",
     }
 )
 
@@ -72,19 +86,15 @@ def _static_macs(op: tf.Operation) -> int:
     raise AssertionError(f"no MAC rule for op type {op.type}")
 
 
-def profiler_macs(model: keras.Model, input_shape: tuple[int, ...]) -> tuple[int, dict[str, int]]:
-    """MACs of `model` per example by TF's profiler, and their split by op type."""
-    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(
-        tf.TensorSpec([1, *input_shape], tf.float32)
-    )
-    graph_ops = {op.name: op for op in concrete.graph.get_operations()}
-    unhandled = {op.type for op in graph_ops.values()} & OTHER_MAC_OP_TYPES
-    assert not unhandled, f"{model.name}: MAC ops {unhandled} are not counted; extend MAC_OP_TYPES"
+def _profiled_mac_ops(graph: tf.Graph, where: str) -> list[tuple[tf.Operation, int]]:
+    """Every MAC op that running `graph` runs, with the profiler's float ops for it."""
+    unhandled = {op.type for op in graph.get_operations()} & UNCOUNTED_OP_TYPES
+    assert not unhandled, f"{where}: ops {unhandled} are not counted; extend this test"
 
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
-    # The "scope" view lists every graph op with float ops once, by op name.
-    profile = tf.compat.v1.profiler.profile(graph=concrete.graph, cmd="scope", options=options)
+    # The "scope" view lists every graph op that has float ops once, by op name.
+    profile = tf.compat.v1.profiler.profile(graph=graph, cmd="scope", options=options)
     flops: dict[str, int] = {}
     stack = list(profile.children)
     while stack:
@@ -92,13 +102,32 @@ def profiler_macs(model: keras.Model, input_shape: tuple[int, ...]) -> tuple[int
         flops[entry.name] = entry.float_ops
         stack.extend(entry.children)
 
+    found: list[tuple[tf.Operation, int]] = []
+    for op in graph.get_operations():
+        if op.type in MAC_OP_TYPES:
+            assert op.name in flops, f"{where}: the profiler gave no float ops for {op.type} op {op.name}"
+            assert flops[op.name] == 2 * _static_macs(op), (
+                f"{where}: profiler vs shapes disagree on {op.name}"
+            )
+            found.append((op, flops[op.name]))
+        elif op.type in CALL_OP_TYPES:
+            # Keras runs grouped convs as an XLA-compiled tf.function, which
+            # the profiler sees as one opaque call: profile the callee's graph
+            # (kept by the caller, with its static shapes) on its own, once per call.
+            callee = graph._get_function(op.get_attr("f").name)
+            assert callee is not None, f"{where}: cannot find the function that {op.name} calls"
+            found.extend(_profiled_mac_ops(callee.graph, f"{where}/{op.name}"))
+    return found
+
+
+def profiler_macs(model: keras.Model, input_shape: tuple[int, ...]) -> tuple[int, dict[str, int]]:
+    """MACs of `model` per example by TF's profiler, and their split by op type."""
+    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec([1, *input_shape], tf.float32)
+    )
     by_type: dict[str, int] = {}
-    for name, op in graph_ops.items():
-        if op.type not in MAC_OP_TYPES:
-            continue
-        assert name in flops, f"{model.name}: the profiler gave no float ops for {op.type} op {name}"
-        assert flops[name] == 2 * _static_macs(op), f"{model.name}: profiler vs shapes disagree on {name}"
-        by_type[op.type] = by_type.get(op.type, 0) + flops[name] // 2
+    for op, float_ops in _profiled_mac_ops(concrete.graph, model.name):
+        by_type[op.type] = by_type.get(op.type, 0) + float_ops // 2
     return sum(by_type.values()), by_type
 
 
@@ -184,3 +213,28 @@ def test_plan_cost_matches_tf_profiler() -> None:
 def test_non_square_kernels_match_tf_profiler() -> None:
     model = _non_square()
     assert nat_keras.cost(model).macs == profiler_macs(model, (16, 16, 8))[0]
+
+
+@pytest.mark.parametrize(
+    ("layer", "dilated_macs_per_position"),
+    [
+        # Only the dilated part (the depthwise conv) runs on padded positions.
+        (
+            keras.layers.SeparableConv2D(4, 3, dilation_rate=2, padding="same", depth_multiplier=2),
+            3 * 3 * 6 * 2,
+        ),
+        (keras.layers.Conv2D(4, 5, dilation_rate=2, padding="same"), 5 * 5 * 6 * 4),
+        (keras.layers.DepthwiseConv2D(3, dilation_rate=3, padding="same"), 3 * 3 * 6),
+    ],
+    ids=["separable", "conv", "depthwise"],
+)
+def test_dilated_conv_on_odd_map(layer: keras.layers.Layer, dilated_macs_per_position: int) -> None:
+    """On a 7 x 7 map the profiler's count exceeds the true one by the SpaceToBatchND padding."""
+    inputs = keras.Input((7, 7, 6))
+    model = keras.Model(inputs, layer(inputs))
+    dilation = layer.dilation_rate[0]
+    padded_side = -(-7 // dilation) * dilation
+    padding_macs = (padded_side**2 - 7 * 7) * dilated_macs_per_position
+    assert padding_macs > 0
+    assert profiler_macs(model, (7, 7, 6))[0] == nat_keras.cost(model).macs + padding_macs
+    assert nat_keras.cost(model).params == model.count_params()
