@@ -117,15 +117,18 @@ def export(
         if plan is not None:
             plan.validate(source_graph)
 
-    export_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.", dir=export_dir.parent))
+    # Absolute, so that "." or "out/.." still have a real name and parent to
+    # stage beside and rename.
+    target = pathlib.Path(os.path.abspath(export_dir))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         model.export(str(staging), format="tf_saved_model", verbose=False)
         if plan is not None:
             (staging / PLAN_FILE).write_text(plan.to_json(indent=2) + "\n", encoding="utf-8")
         record = _cost_record(model, model_cost, source, source_cost, plan)
         (staging / COST_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        _move_into_place(staging, export_dir)
+        _move_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -144,6 +147,13 @@ def _check_target(export_dir: pathlib.Path, overwrite: bool) -> None:
         raise NatKerasError(
             f"Cannot export to {str(export_dir)!r}: it exists and is not a directory. Choose another path."
         )
+    if export_dir.is_dir():
+        target, cwd = os.path.realpath(export_dir), os.path.realpath(os.getcwd())
+        if os.path.commonpath([target, cwd]) == target:
+            raise NatKerasError(
+                f"Cannot export to {str(export_dir)!r}: it is or contains the current working "
+                "directory, which an export would replace. Choose another path."
+            )
     if export_dir.is_dir() and any(export_dir.iterdir()) and not overwrite:
         raise NatKerasError(
             f"Export directory {str(export_dir)!r} already exists and is not empty. Pass "
@@ -169,7 +179,10 @@ def _move_into_place(staging: pathlib.Path, export_dir: pathlib.Path) -> None:
             old.rename(export_dir)
         raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_symlink():  # a link to the old export: drop the link, not its target
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _cost_record(

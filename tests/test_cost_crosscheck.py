@@ -132,7 +132,7 @@ def profiler_macs(model: keras.Model, input_shape: tuple[int, ...]) -> tuple[int
 
 
 def _mixed() -> keras.Model:
-    """Every primary op nat_keras costs, with square kernels, and a Dense on a rank-3 input."""
+    """Every conv / dense layer type nat_keras costs (square kernels), and a Dense on a rank-3 input."""
     inputs = keras.Input((16, 16, 8))
     x = keras.layers.SeparableConv2D(12, 3, padding="same", name="sep")(inputs)
     x = keras.layers.SeparableConv2D(12, 5, padding="same", depth_multiplier=2, name="sep_mult")(x)

@@ -118,6 +118,15 @@ def test_refuses_a_file(tmp_path: pathlib.Path) -> None:
     assert target.read_text(encoding="utf-8") == "not a directory"
 
 
+def test_refuses_the_working_directory(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "work" / "sub").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "work" / "sub")
+    for target in (".", "..", tmp_path / "work"):
+        with pytest.raises(NatKerasError, match="current working directory"):
+            export(_small_model(), target, overwrite=True)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["sub", "work"]
+
+
 def test_overwrite_replaces_everything(tmp_path: pathlib.Path) -> None:
     target = tmp_path / "out"
     first = _small_model("first")

@@ -96,9 +96,7 @@ def test_layer_names_unique_and_standard(
     names = [layer.name for layer in model.layers]
     assert len(names) == len(set(names))
     assert not any(isinstance(layer, keras.layers.Lambda) for layer in model.layers)
-    assert all(
-        type(layer).__module__.startswith("keras.src.layers") for layer in model.layers
-    )
+    assert all(type(layer).__module__.startswith("keras.src.layers") for layer in model.layers)
     assert names[-1] == "logits"
     assert model.layers[-1].get_config()["activation"] == "linear"
 
@@ -123,9 +121,7 @@ def test_convs_before_batchnorm_have_no_bias(
 
 @pytest.mark.parametrize("name", NAMES)
 def test_num_classes_and_input_shape_options(name: str) -> None:
-    model = get_model(
-        name, input_shape=(64, 64, 1), num_classes=100, name=f"custom_{name}"
-    )
+    model = get_model(name, input_shape=(64, 64, 1), num_classes=100, name=f"custom_{name}")
     assert model.name == f"custom_{name}"
     assert model.input_shape == (None, 64, 64, 1)
     assert model.output_shape == (None, 100)
@@ -197,9 +193,7 @@ def test_mobilenet_v2_residual_blocks() -> None:
 def test_vgg16_has_thirteen_convs() -> None:
     model = vgg16()
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
-    pools = [
-        layer for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)
-    ]
+    pools = [layer for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)]
     expected_filters = [64, 64, 128, 128, 256, 256, 256] + [512] * 6
     assert [layer.filters for layer in convs] == expected_filters
     assert len(pools) == 5
@@ -211,9 +205,7 @@ def test_resnet_depth_matches_named_factories(depth: int) -> None:
     generic = resnet(depth=depth)
     assert generic.name == f"resnet{depth}"
     assert generic.count_params() == named.count_params()
-    assert [layer.name for layer in generic.layers] == [
-        layer.name for layer in named.layers
-    ]
+    assert [layer.name for layer in generic.layers] == [layer.name for layer in named.layers]
 
 
 def test_resnet_other_depth() -> None:

@@ -343,7 +343,9 @@ def test_random_models_and_plans(spec: ModelSpec, seed: int, data: st.DataObject
         assert graph.fingerprint() == nat_keras.encode(model).fingerprint()
         assert ArchGraph.from_json(graph.to_json()) == graph
         assert graph.params == model.count_params()
-        event(f"transformable edges: {min(len(graph.transformable_edges()), 10)}{'+' if len(graph.transformable_edges()) >= 10 else ''}")
+        event(
+            f"transformable edges: {min(len(graph.transformable_edges()), 10)}{'+' if len(graph.transformable_edges()) >= 10 else ''}"
+        )
 
         # Keep-all: the same network, the same predictions.
         keep = nat_keras.TransformPlan.keep_all(graph)
