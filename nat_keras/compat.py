@@ -137,6 +137,13 @@ def pack_like(structure: Any, flat: list[Any]) -> Any:
     return keras.tree.pack_sequence_as(structure, flat)
 
 
+def input_layer_name(tensor: Any) -> str | None:
+    """Name of the InputLayer that made a model input tensor (None if unknown)."""
+    history = getattr(tensor, "_keras_history", None)  # private: see module docstring
+    operation = getattr(history, "operation", None)
+    return getattr(operation, "name", None)
+
+
 def clone_layer(layer: keras.Layer) -> keras.Layer:
     """A fresh, unbuilt layer with the same config (no shared state)."""
     return layer.__class__.from_config(layer.get_config())

@@ -193,7 +193,7 @@ class _Encoder:
                 continue
             post = self.node_post.setdefault(call.name, [])
             key = call.outputs[0]
-            while True:
+            while len(call.outputs) == 1:
                 nxt = self._single_link(key)
                 if nxt is None or self.roles[nxt.name] != _ATTACH_ROLE or nxt.name in owner:
                     break
@@ -257,6 +257,7 @@ class _Encoder:
                 )
             )
 
+        extra_outputs: list[tuple[str, str, int]] = []
         for key, name in zip(traced.inputs, traced.input_names):
             add_node(key, name, MERGE_INPUT, name)
         # Nodes appear in call order, which is topological.
@@ -272,6 +273,11 @@ class _Encoder:
                     sum(_params(c) for c in [call, *post] if c.first_call),
                     post=tuple(c.name for c in post),
                 )
+                # Further outputs of a multi-output layer: one node each, fed
+                # by a protected edge from the first (they come from one call).
+                for index, key in enumerate(call.outputs[1:], start=1):
+                    add_node(key, f"{call.name}:{index}", MERGE_OTHER, call.name)
+                    extra_outputs.append((call.name, f"{call.name}:{index}", key))
             elif call.name in unit_by_last_call:
                 unit = unit_by_last_call[call.name]
                 if unit.output_key not in collapsed:
@@ -304,6 +310,21 @@ class _Encoder:
                         output_shape=traced.shapes[key],
                     )
                 )
+        for src, dst, key in extra_outputs:
+            edges.append(
+                Edge(
+                    id=f"{src}->{dst}",
+                    src=src,
+                    dst=dst,
+                    slot=0,
+                    kind=IDENTITY,
+                    op=ops.OTHER,
+                    input_shape=traced.shapes[key],
+                    output_shape=traced.shapes[key],
+                    protected=True,
+                    note="output of a multi-output layer",
+                )
+            )
         graph = ArchGraph(
             name=traced.model.name,
             nodes=tuple(nodes),

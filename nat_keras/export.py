@@ -165,7 +165,8 @@ def _move_into_place(staging: pathlib.Path, export_dir: pathlib.Path) -> None:
     """Put the finished export at `export_dir`, replacing what is there.
 
     The old directory is renamed aside before the new one moves in and is
-    deleted only after that succeeded, so at no point is neither present.
+    deleted only after that succeeded, so one of the two exports is on disk
+    at every moment, and a failed move puts the old one back.
     """
     old = None
     if export_dir.exists():

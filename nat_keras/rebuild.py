@@ -99,6 +99,7 @@ class _Rebuilder:
         self.clones: dict[int, Any] = {}  # id(source layer) -> its clone
         self.weight_pairs: list[tuple[Any, Any]] = []
         self.values: dict[str, Any] = {}  # node id -> new KerasTensor
+        self.outputs_of: dict[str, list[Any]] = {}  # multi-output call -> outputs
 
     # -- layers -------------------------------------------------------------
 
@@ -119,9 +120,15 @@ class _Rebuilder:
         return clone
 
     def _replay(self, call: LayerCall, *inputs: Any) -> Any:
-        """Call the clone of `call`'s layer with its inputs replaced in order."""
+        """Call the clone of `call`'s layer with its inputs replaced in order.
+
+        Returns the first output; all outputs of a multi-output layer are kept
+        in `self.outputs_of` for the nodes of its other outputs.
+        """
         values = dict(zip(call.inputs, inputs))
         outputs = call.replay(self._clone(call.layer), values)
+        if len(outputs) > 1:
+            self.outputs_of[call.name] = outputs
         return outputs[0]
 
     # -- graph --------------------------------------------------------------
@@ -147,6 +154,8 @@ class _Rebuilder:
         return model
 
     def _node_value(self, node: Node) -> Any:
+        if node.layer in self.outputs_of and node.id != node.layer:
+            return self.outputs_of[node.layer][int(node.id.rsplit(":", 1)[1])]
         actions = self.resolution.actions
         incoming = self.graph.in_edges(node.id)
         regular = [e for e in incoming if e.kind != PLACEHOLDER]

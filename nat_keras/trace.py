@@ -159,8 +159,7 @@ def trace(model: keras.Model) -> TracedModel:
 
 
 def _input_name(tensor: Any, index: int) -> str:
-    name = getattr(tensor, "name", None)
-    return name if name else f"input_{index}"
+    return compat.input_layer_name(tensor) or f"input_{index}"
 
 
 def _count_calls(model: keras.Model) -> collections.Counter:

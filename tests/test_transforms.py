@@ -175,3 +175,37 @@ def test_plan_json_round_trip_and_keep_is_implicit(resnet20, tmp_path):
     plan.save(tmp_path / "plan.json")
     assert nat_keras.TransformPlan.load(tmp_path / "plan.json") == plan
     assert nat_keras.TransformPlan.from_json(plan.to_json()) == plan
+
+
+@keras.saving.register_keras_serializable(package="nat_keras_tests")
+class _SplitInTwo(keras.layers.Layer):
+    """A layer with two outputs, as custom models sometimes have."""
+
+    def call(self, x):
+        first, second = keras.ops.split(x, 2, axis=-1)
+        return first, second
+
+    def compute_output_shape(self, shape):
+        half = (*shape[:-1], shape[-1] // 2)
+        return half, half
+
+
+def test_multi_output_layer_gets_a_node_per_output():
+    inputs = keras.Input((8, 8, 4), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    first, second = _SplitInTwo(name="split")(x)
+    first = keras.layers.Conv2D(4, 3, padding="same", name="left")(first)
+    second = keras.layers.Conv2D(4, 3, padding="same", name="right")(second)
+    x = keras.layers.Add(name="add")([first, second])
+    x = keras.layers.Conv2D(4, 3, padding="same", name="mix")(x)
+    outputs = keras.layers.Dense(2, name="head")(keras.layers.GlobalAveragePooling2D(name="gap")(x))
+    model = keras.Model(inputs, outputs, name="two_outputs_layer")
+    graph = nat_keras.encode(model)
+    assert graph.inputs == ("image",)
+    assert graph.edge("right").src == "split:1" and graph.edge("split->split:1").protected
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 4)).astype("float32")
+    same = nat_keras.apply_plan(model, nat_keras.TransformPlan.keep_all(graph))
+    np.testing.assert_array_equal(np.asarray(same(x)), np.asarray(model(x)))
+    for seed in range(5):
+        plan = nat_keras.sample_random_plan(graph, seed)
+        assert nat_keras.apply_plan(model, plan)(x).shape == (2, 2)

@@ -64,9 +64,7 @@ def _inverted_residual(
     in_channels = x.shape[-1]
     y = x
     if expansion != 1:
-        y = _pointwise(
-            y, expansion * in_channels, f"{prefix}_expand", regularizer, relu6=True
-        )
+        y = _pointwise(y, expansion * in_channels, f"{prefix}_expand", regularizer, relu6=True)
     y = keras.layers.DepthwiseConv2D(
         3,
         strides=strides,
@@ -143,7 +141,5 @@ def mobilenet_v2(
             )
     x = _pointwise(x, HEAD_FILTERS, "head", regularizer, relu6=True)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = keras.layers.Dense(
-        num_classes, kernel_regularizer=regularizer, name="logits"
-    )(x)
+    outputs = keras.layers.Dense(num_classes, kernel_regularizer=regularizer, name="logits")(x)
     return keras.Model(inputs, outputs, name=name)

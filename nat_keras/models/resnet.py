@@ -45,9 +45,7 @@ def _basic_block(
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
         shortcut = _conv(filters, 1, strides, f"{prefix}_shortcut_conv", regularizer)(x)
-        shortcut = keras.layers.BatchNormalization(name=f"{prefix}_shortcut_bn")(
-            shortcut
-        )
+        shortcut = keras.layers.BatchNormalization(name=f"{prefix}_shortcut_bn")(shortcut)
     y = _conv(filters, 3, strides, f"{prefix}_conv1", regularizer)(x)
     y = keras.layers.BatchNormalization(name=f"{prefix}_bn1")(y)
     y = keras.layers.ReLU(name=f"{prefix}_relu1")(y)
@@ -94,10 +92,7 @@ def resnet(
       ('resnet32', (None, 10))
     """
     if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-        raise ValueError(
-            "ResNet depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, ...); "
-            f"got {depth!r}."
-        )
+        raise ValueError(f"ResNet depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, ...); got {depth!r}.")
     blocks_per_stage = (depth - 2) // 6
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
 
@@ -108,13 +103,9 @@ def resnet(
     for stage, filters in enumerate(STAGE_FILTERS, start=1):
         for block in range(blocks_per_stage):
             strides = 2 if stage > 1 and block == 0 else 1
-            x = _basic_block(
-                x, filters, strides, f"stage{stage}_block{block}", regularizer
-            )
+            x = _basic_block(x, filters, strides, f"stage{stage}_block{block}", regularizer)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = keras.layers.Dense(
-        num_classes, kernel_regularizer=regularizer, name="logits"
-    )(x)
+    outputs = keras.layers.Dense(num_classes, kernel_regularizer=regularizer, name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"resnet{depth}")
 
 

@@ -69,7 +69,5 @@ def vgg16(
             x = keras.layers.ReLU(name=f"{prefix}_relu{conv}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = keras.layers.Dense(
-        num_classes, kernel_regularizer=regularizer, name="logits"
-    )(x)
+    outputs = keras.layers.Dense(num_classes, kernel_regularizer=regularizer, name="logits")(x)
     return keras.Model(inputs, outputs, name=name)

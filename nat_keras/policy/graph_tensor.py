@@ -250,9 +250,7 @@ def to_graph_tensor(graph: ArchGraph) -> tfgnn.GraphTensor:
             "kind_index": _column([_kind_index(graph, e) for e in edges], tf.int64),
             "log_params": _column([math.log1p(e.params) for e in edges], tf.float32),
             "log_macs": _column([math.log1p(e.macs) for e in edges], tf.float32),
-            "action_mask": _column(
-                [e.mask() for e in edges], tf.bool, inner_shape=(len(ops.ACTIONS),)
-            ),
+            "action_mask": _column([e.mask() for e in edges], tf.bool, inner_shape=(len(ops.ACTIONS),)),
         },
     )
     return tfgnn.GraphTensor.from_pieces(
@@ -290,8 +288,7 @@ def _merge_index(graph: ArchGraph, node: Node) -> int:
         return _MERGE_INDEX[node.merge]
     except KeyError:
         raise NatKerasError(
-            f"ArchGraph {graph.name!r}: node {node.id!r} has merge {node.merge!r}; "
-            f"expected one of {MERGES}."
+            f"ArchGraph {graph.name!r}: node {node.id!r} has merge {node.merge!r}; expected one of {MERGES}."
         ) from None
 
 
@@ -356,13 +353,9 @@ def from_graph_tensor(graph_tensor: tfgnn.GraphTensor) -> ArchGraph:
 def _check_structure(graph_tensor: Any) -> None:
     made_by = "Pass a GraphTensor made by nat_keras.policy.to_graph_tensor."
     if not isinstance(graph_tensor, tfgnn.GraphTensor):
-        raise NatKerasError(
-            f"Expected a tfgnn.GraphTensor, got {type(graph_tensor).__name__}. {made_by}"
-        )
+        raise NatKerasError(f"Expected a tfgnn.GraphTensor, got {type(graph_tensor).__name__}. {made_by}")
     if not tf.executing_eagerly():
-        raise NatKerasError(
-            "from_graph_tensor reads tensor values: call it eagerly, not in a tf.function."
-        )
+        raise NatKerasError("from_graph_tensor reads tensor values: call it eagerly, not in a tf.function.")
     if graph_tensor.rank != 0:
         raise NatKerasError(
             f"Expected a scalar GraphTensor (one ArchGraph), got rank {graph_tensor.rank}: "
@@ -485,6 +478,5 @@ def _edges(edge_set: tfgnn.EdgeSet, nodes: tuple[Node, ...]) -> tuple[Edge, ...]
     targets = [node_ids[i] for i in _ints(edge_set.adjacency.target)]
     records = _records(edge_set.features, EDGE_RECORD_FEATURES)
     return tuple(
-        Edge(src=src, dst=dst, **record)
-        for src, dst, record in zip(sources, targets, records, strict=True)
+        Edge(src=src, dst=dst, **record) for src, dst, record in zip(sources, targets, records, strict=True)
     )
