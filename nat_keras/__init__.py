@@ -30,6 +30,7 @@ from nat_keras.errors import (
     PlanError,
     UnsupportedModelError,
 )
+from nat_keras.export import ExportResult, export
 from nat_keras.graph import ArchGraph, Edge, Node
 from nat_keras.plan import TransformPlan, sample_random_plan
 from nat_keras.rebuild import apply_plan
@@ -43,6 +44,7 @@ __all__ = [
     "BudgetError",
     "Cost",
     "Edge",
+    "ExportResult",
     "NatKerasError",
     "Node",
     "PlanError",
@@ -51,6 +53,7 @@ __all__ = [
     "apply_plan",
     "cost",
     "encode",
+    "export",
     "format_graph",
     "format_plan",
     "layers",

@@ -201,8 +201,8 @@ def cost(model_or_graph: Any) -> Cost:
       A Cost; `params` equals `model.count_params()`.
 
     Example:
-      >>> nat_keras.cost(nat_keras.models.resnet20()).params
-      272474
+      >>> nat_keras.cost(nat_keras.models.resnet20()).params  # == count_params()
+      274042
     """
     from nat_keras.graph import ArchGraph
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import warnings
 from typing import Any
 
@@ -450,6 +451,8 @@ def _primary_fields(call: LayerCall, shapes: dict[int, tuple]) -> dict[str, Any]
             "macs": 0,
         }
     kernel = _pair(layer.kernel_size)
+    # Kernel positions (k_h * k_w, or k for 1-D); non-square kernels count exactly.
+    taps = math.prod(int(k) for k in layer.kernel_size)
     dilation = _pair(layer.dilation_rate)
     stride = _pair(layer.strides)
     if isinstance(layer, keras.layers.DepthwiseConv2D):
@@ -461,12 +464,12 @@ def _primary_fields(call: LayerCall, shapes: dict[int, tuple]) -> dict[str, Any]
             "stride": stride,
             "dilation": dilation,
             "groups": c_in,
-            "macs": positions * kernel * kernel * c_in * multiplier,
+            "macs": positions * taps * c_in * multiplier,
         }
     if isinstance(layer, keras.layers.SeparableConv2D):
         family = "sep_conv" if dilation == 1 else "dil_conv"
         multiplier = layer.depth_multiplier
-        depthwise = positions * kernel * kernel * c_in * multiplier
+        depthwise = positions * taps * c_in * multiplier
         return {
             **fields,
             "op": _sized_op(family, layer.kernel_size),
@@ -484,9 +487,7 @@ def _primary_fields(call: LayerCall, shapes: dict[int, tuple]) -> dict[str, Any]
         "stride": stride,
         "dilation": dilation,
         "groups": groups,
-        "macs": ops.conv_macs(out_shape[:-1], kernel, c_in, c_out, groups)
-        if None not in out_shape[:-1]
-        else positions * kernel ** (len(out_shape) - 1) * c_in * c_out // groups,
+        "macs": positions * taps * c_in * c_out // groups,
     }
 
 

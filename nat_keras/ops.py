@@ -94,11 +94,3 @@ def action_mask(legal: tuple[str, ...] | list[str], space: str = "nat++") -> lis
     """A boolean mask over ACTIONS of the legal actions within `space`."""
     allowed = set(ACTION_SPACES[space])
     return [a in legal and a in allowed for a in ACTIONS]
-
-
-def conv_macs(out_hw: tuple[int, ...], kernel: int, c_in: int, c_out: int, groups: int = 1) -> int:
-    """Multiply-adds of a conv: H_out * W_out * k * k * C_in * C_out / groups."""
-    spatial = 1
-    for size in out_hw:
-        spatial *= int(size)
-    return spatial * kernel ** len(out_hw) * c_in * c_out // groups

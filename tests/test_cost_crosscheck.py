@@ -205,11 +205,6 @@ def test_plan_cost_matches_tf_profiler() -> None:
         assert predicted.params == rebuilt.count_params()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="encode._primary_fields costs a conv kernel as k*k with k = kernel_size[0]; "
-    "(1, 3) and (3, 1) kernels get 1 and 9 instead of 3",
-)
 def test_non_square_kernels_match_tf_profiler() -> None:
     model = _non_square()
     assert nat_keras.cost(model).macs == profiler_macs(model, (16, 16, 8))[0]
