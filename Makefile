@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# TensorFlow's C++ start-up chatter hides the output that matters.
+export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: demo test lint bench clean
 

@@ -15,7 +15,8 @@ import time
 
 import nat_keras  # first: prepares the two Kerases
 
-import keras  # noqa: I001
+# isort: split
+import keras
 from absl import app, flags
 
 _MODELS = flags.DEFINE_list("models", ["ResNet50", "DenseNet121"], "keras.applications models.")
