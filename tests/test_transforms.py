@@ -209,3 +209,19 @@ def test_multi_output_layer_gets_a_node_per_output():
     for seed in range(5):
         plan = nat_keras.sample_random_plan(graph, seed)
         assert nat_keras.apply_plan(model, plan)(x).shape == (2, 2)
+
+
+def test_readme_first_example(resnet20, tmp_path):
+    model, graph = resnet20
+    plan = nat_keras.TransformPlan.from_actions(
+        graph,
+        {
+            "stage1_block0_conv1": "skip",
+            "stage2_block1_conv1": "sep_conv_3x3",
+            "null:stage1_block0_conv1->stage1_block1_conv1": "skip",
+        },
+    )
+    new_model = nat_keras.apply_plan(model, plan, budget=nat_keras.Budget())
+    assert "3 of" in nat_keras.format_plan(graph, plan)
+    result = nat_keras.export(new_model, tmp_path / "resnet20", plan=plan, source=model)
+    assert result.plan_path.exists() and result.cost.params < result.source_cost.params
