@@ -14,15 +14,14 @@ Example:
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import keras
 
 from nat_keras import compat, ops
 from nat_keras.costing import Budget, plan_cost
+from nat_keras.emit import SkipPath, is_padding, layer_name, replacement_layer
 from nat_keras.encode import encode
-from nat_keras.errors import PlanError
 from nat_keras.graph import (
     IDENTITY,
     MERGE_CONCAT,
@@ -37,8 +36,6 @@ from nat_keras.graph import (
 from nat_keras.layers import ZerosLike
 from nat_keras.plan import Resolution, TransformPlan, is_active, resolve
 from nat_keras.trace import LayerCall, TracedModel, trace
-
-_PADDING = (keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D)
 
 
 def apply_plan(
@@ -83,11 +80,6 @@ def _source_cost(graph: ArchGraph):
     from nat_keras.costing import cost
 
     return cost(graph)
-
-
-def _layer_name(*parts: str) -> str:
-    """A valid, readable Keras layer name ('/' and '@' are not allowed)."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", "_".join(parts))
 
 
 class _Rebuilder:
@@ -137,7 +129,7 @@ class _Rebuilder:
         for key, node_id in zip(self.traced.inputs, self.graph.inputs):
             source = next(t for t in compat.model_inputs(self.traced.model) if id(t) == key)
             self.values[node_id] = keras.Input(
-                shape=source.shape[1:], dtype=source.dtype, name=_layer_name(node_id)
+                shape=source.shape[1:], dtype=source.dtype, name=layer_name(node_id)
             )
         for node in self.graph.nodes:
             if node.merge != MERGE_INPUT and node.id in self.resolution.live_nodes:
@@ -173,7 +165,7 @@ class _Rebuilder:
         if node.merge == MERGE_CONCAT:
             present = next(v for v in contributions if v is not None)
             contributions = [
-                v if v is not None else ZerosLike(e.output_shape, name=_layer_name(e.id, "zeros"))(present)
+                v if v is not None else ZerosLike(e.output_shape, name=layer_name(e.id, "zeros"))(present)
                 for v, e in zip(contributions, sorted(regular, key=lambda e: e.slot))
             ]
         live = [v for v in contributions if v is not None]
@@ -186,11 +178,11 @@ class _Rebuilder:
             elif len(summands) == 1:
                 value = summands[0]
             else:
-                value = keras.layers.Add(name=_layer_name(node.id, "nat_add"))(summands)
+                value = keras.layers.Add(name=layer_name(node.id, "nat_add"))(summands)
         else:
             value = self._replay(merge_call, *contributions)
             if added:  # placeholders only target none/sum nodes, but be safe
-                value = keras.layers.Add(name=_layer_name(node.id, "nat_add"))([value, *added])
+                value = keras.layers.Add(name=layer_name(node.id, "nat_add"))([value, *added])
         for post_name in node.post:
             value = self._replay(self.calls[post_name], value)
         return value
@@ -208,51 +200,14 @@ class _Rebuilder:
         return self._replacement(edge, action, x)
 
     def _skip(self, edge: Edge, x: Any) -> Any:
-        if edge.input_shape == edge.output_shape:
-            return x
-        c_out = edge.output_shape[-1]
-        base = _layer_name(edge.id, "skip")
-        if edge.stride == 1:
-            x = keras.layers.Conv2D(c_out, 1, use_bias=False, name=f"{base}_conv")(x)
-            return keras.layers.BatchNormalization(name=f"{base}_bn")(x)
-        # FactorizedReduce (DARTS/NAT): two strided 1x1 convs, the second on
-        # the input shifted by one pixel, concatenated to C_out channels.
-        left = keras.layers.Conv2D(c_out // 2, 1, strides=2, use_bias=False, name=f"{base}_conv1")(x)
-        shifted = keras.layers.Cropping2D(((1, 0), (1, 0)), name=f"{base}_shift")(x)
-        shifted = keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{base}_pad")(shifted)
-        right = keras.layers.Conv2D(c_out // 2, 1, strides=2, use_bias=False, name=f"{base}_conv2")(shifted)
-        x = keras.layers.Concatenate(name=f"{base}_concat")([left, right])
-        return keras.layers.BatchNormalization(name=f"{base}_bn")(x)
+        return SkipPath(edge)(x)
 
     def _replacement(self, edge: Edge, target: str, x: Any) -> Any:
-        parsed = ops.parse_op(target)
-        if parsed is None or edge.primary < 0:
-            raise PlanError(f"Edge {edge.id!r}: cannot replace its op by {target!r}.")
-        family, kernel = parsed
-        c_out = edge.output_shape[-1]
-        name = _layer_name(edge.id, "nat", target)
-        if family == "conv":
-            primary = keras.layers.Conv2D(
-                c_out, kernel, strides=edge.stride, padding="same", use_bias=edge.bias, name=name
-            )
-        elif family in ("sep_conv", "dil_conv"):
-            primary = keras.layers.SeparableConv2D(
-                c_out,
-                kernel,
-                strides=edge.stride,
-                dilation_rate=2 if family == "dil_conv" else 1,
-                padding="same",
-                use_bias=edge.bias,
-                name=name,
-            )
-        elif family == "max_pool":
-            primary = keras.layers.MaxPooling2D(kernel, strides=edge.stride, padding="same", name=name)
-        else:
-            primary = keras.layers.AveragePooling2D(kernel, strides=edge.stride, padding="same", name=name)
-        for index, layer_name in enumerate(edge.layers):
-            call = self.calls[layer_name]
+        primary = replacement_layer(edge, target)
+        for index, name in enumerate(edge.layers):
+            call = self.calls[name]
             if index == edge.primary:
                 x = primary(x)
-            elif not isinstance(call.layer, _PADDING):  # new ops pad themselves
+            elif not is_padding(call.layer):  # new ops pad themselves
                 x = self._replay(call, x)
         return x
