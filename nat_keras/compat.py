@@ -149,5 +149,17 @@ def clone_layer(layer: keras.Layer) -> keras.Layer:
     return layer.__class__.from_config(layer.get_config())
 
 
+def clone_operation(operation: Any) -> Any:
+    """A fresh copy of a stateless Keras op (e.g. the `Add` behind `x + y`).
+
+    Falls back to the op itself when it cannot be rebuilt from its config;
+    calling it then only adds a node to that stateless op's history.
+    """
+    try:
+        return type(operation).from_config(operation.get_config())
+    except (NotImplementedError, TypeError, ValueError):
+        return operation
+
+
 def map_structure(fn: Callable[[Any], Any], structure: Any) -> Any:
     return keras.tree.map_structure(fn, structure)

@@ -104,10 +104,7 @@ class _Rebuilder:
                 if layer.weights:
                     self.weight_pairs.append((layer, clone))
             else:  # a stateless keras op used in the functional graph
-                try:
-                    clone = type(layer).from_config(layer.get_config())
-                except (NotImplementedError, TypeError, ValueError):
-                    clone = layer
+                clone = compat.clone_operation(layer)
             self.clones[id(layer)] = clone
         return clone
 

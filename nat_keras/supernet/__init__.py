@@ -1,0 +1,11 @@
+"""Weight-sharing supernets: the architecture is an input of every step.
+
+- `ModelSupernet`: the plan space of one Keras model (keep / skip / none /
+  cheaper ops per edge), starting from the model's weights.
+- `Supernet`: the base class (arch_size, sample_arch, accuracy, extract).
+"""
+
+from nat_keras.supernet.base import Supernet
+from nat_keras.supernet.model_space import ModelSupernet
+
+__all__ = ["ModelSupernet", "Supernet"]

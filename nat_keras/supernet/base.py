@@ -1,0 +1,77 @@
+"""What every weight-sharing supernet offers the trainer and the policy.
+
+A supernet is a Keras 3 model whose architecture is an input: `arch` is an
+int32 vector with one entry per switchable edge, and only the chosen op of
+each edge runs (`keras.ops.switch`, i.e. `tf.switch_case`). Changing the
+architecture between batches needs no rebuild and no retrace.
+
+Example:
+  >>> arch = supernet.sample_arch(seed=0)
+  >>> logits = supernet(images, arch=arch, training=False)
+  >>> supernet.accuracy(arch, (images, labels))
+  0.11
+  >>> standalone = supernet.extract(arch)   # same predictions, plain Keras layers
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+class Supernet(keras.Model, abc.ABC):
+    """Base class: subclasses define the edges, `call`, sampling and extraction."""
+
+    @property
+    @abc.abstractmethod
+    def arch_size(self) -> int:
+        """Length of the `arch` vector."""
+
+    @abc.abstractmethod
+    def sample_arch(self, seed: Any = None) -> np.ndarray:
+        """An input architecture drawn as the paper's trainer draws them."""
+
+    @abc.abstractmethod
+    def extract(self, arch: Any) -> keras.Model:
+        """A standalone Keras model of `arch` carrying this supernet's weights."""
+
+    def check_arch(self, arch: Any) -> np.ndarray:
+        """`arch` as an int32 vector of the right length (ValueError otherwise)."""
+        arch = np.asarray(arch, dtype=np.int32)
+        if arch.shape != (self.arch_size,):
+            raise ValueError(
+                f"Supernet {self.name!r} takes an arch of shape ({self.arch_size},), got {arch.shape}."
+            )
+        return arch
+
+    @tf.function(reduce_retracing=True)
+    def _count_correct(self, images: tf.Tensor, labels: tf.Tensor, arch: tf.Tensor) -> tf.Tensor:
+        logits = self(images, arch=arch, training=False)
+        predicted = tf.argmax(logits, axis=-1, output_type=tf.int64)
+        return tf.reduce_sum(tf.cast(tf.equal(predicted, tf.cast(labels, tf.int64)), tf.int64))
+
+    def accuracy(self, arch: Any, data: Any) -> float:
+        """Top-1 accuracy of `arch` in inference mode, for NAT's rewards.
+
+        Args:
+          arch: the architecture (see `arch_size`).
+          data: one `(images, labels)` batch, or a tf.data.Dataset of them.
+
+        Returns:
+          The fraction of examples classified correctly.
+        """
+        arch = tf.constant(self.check_arch(arch))
+        batches = [data] if isinstance(data, (tuple, list)) else data
+        correct = total = 0
+        for images, labels in batches:
+            correct += int(
+                self._count_correct(tf.convert_to_tensor(images), tf.convert_to_tensor(labels), arch)
+            )
+            total += int(np.shape(labels)[0])
+        if total == 0:
+            raise ValueError(f"Supernet {self.name!r}: accuracy() got no examples.")
+        return correct / total
