@@ -480,3 +480,52 @@ def _edges(edge_set: tfgnn.EdgeSet, nodes: tuple[Node, ...]) -> tuple[Edge, ...]
     return tuple(
         Edge(src=src, dst=dst, **record) for src, dst, record in zip(sources, targets, records, strict=True)
     )
+
+
+def to_graph_tensor_batch(graphs: Sequence[ArchGraph]) -> tfgnn.GraphTensor:
+    """Several ArchGraphs as one scalar GraphTensor with one component each.
+
+    Edges keep their order, graph after graph, so edge rows line up with
+    `[e for g in graphs for e in g.edges]`; the policy runs on all at once.
+
+    Example:
+      >>> gt = to_graph_tensor_batch([graph_a, graph_b])
+      >>> gt.num_components.numpy()
+      2
+    """
+    if not graphs:
+        raise NatKerasError("to_graph_tensor_batch needs at least one ArchGraph.")
+    pieces = [to_graph_tensor(g) for g in graphs]
+    if len(pieces) == 1:
+        return pieces[0]
+
+    def merged(get: Any) -> dict[str, tf.Tensor]:
+        first = get(pieces[0]).features
+        return {name: tf.concat([get(p).features[name] for p in pieces], axis=0) for name in first}
+
+    def sizes(get: Any) -> tf.Tensor:
+        return tf.concat([get(p).sizes for p in pieces], axis=0)
+
+    offsets = [0]
+    for graph in graphs[:-1]:
+        offsets.append(offsets[-1] + len(graph.nodes))
+    adjacency = [p.edge_sets[EDGE_SET].adjacency for p in pieces]
+    source = tf.concat([a.source + o for a, o in zip(adjacency, offsets)], axis=0)
+    target = tf.concat([a.target + o for a, o in zip(adjacency, offsets)], axis=0)
+    return tfgnn.GraphTensor.from_pieces(
+        context=tfgnn.Context.from_fields(
+            features=merged(lambda p: p.context), sizes=sizes(lambda p: p.context)
+        ),
+        node_sets={
+            NODE_SET: tfgnn.NodeSet.from_fields(
+                features=merged(lambda p: p.node_sets[NODE_SET]), sizes=sizes(lambda p: p.node_sets[NODE_SET])
+            )
+        },
+        edge_sets={
+            EDGE_SET: tfgnn.EdgeSet.from_fields(
+                features=merged(lambda p: p.edge_sets[EDGE_SET]),
+                sizes=sizes(lambda p: p.edge_sets[EDGE_SET]),
+                adjacency=tfgnn.Adjacency.from_indices(source=(NODE_SET, source), target=(NODE_SET, target)),
+            )
+        },
+    )
