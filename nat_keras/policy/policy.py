@@ -1,0 +1,227 @@
+"""The NAT policy: for every edge of an ArchGraph, a distribution over actions.
+
+ArchGraph in, TransformPlan out; the GraphTensor and the GNN stay inside.
+Illegal actions get probability zero through the edge masks (and the action
+space: "nat" allows keep / skip / none, "nat++" also the cheaper ops). Masks
+are local; two global rules are enforced after sampling:
+
+- every node keeps an input (`plan.repair` restores the first edge of a node
+  left without one), and
+- the cost budget: a plan over budget is resampled (up to `max_tries`). Each
+  legal local action costs no more than what it replaces, so the default
+  Budget always holds and resampling only matters for stricter budgets.
+
+Example:
+  >>> policy = Policy(space="nat")
+  >>> plan = policy.sample(graph, seed=0)            # or greedy=True
+  >>> policy.log_prob(graph, plan), policy.entropy(graph)
+  >>> policy.save("policy_dir"); Policy.load("policy_dir")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from nat_keras import ops
+from nat_keras.costing import Budget, cost, plan_cost
+from nat_keras.errors import BudgetError, NatKerasError
+from nat_keras.graph import ArchGraph, Edge, Node
+from nat_keras.plan import TransformPlan, repair, resolve
+from nat_keras.policy.graph_tensor import to_graph_tensor_batch
+from nat_keras.policy.network import MASKED_LOGIT, PolicyNetwork
+
+POLICY_FORMAT_VERSION = 1
+CONFIG_FILE = "policy.json"
+WEIGHTS_FILE = "policy.weights.h5"
+
+
+class Policy:
+    """A GNN policy over NAT's actions.
+
+    Args:
+      space: "nat" or "nat++".
+      hidden: width of the GNN's node and edge states.
+      rounds: rounds of message passing.
+      seed: seeds the GNN's initial weights.
+    """
+
+    def __init__(self, *, space: str = "nat++", hidden: int = 64, rounds: int = 2, seed: int | None = 0):
+        if space not in ops.ACTION_SPACES:
+            raise NatKerasError(f"Unknown action space {space!r}; use one of {list(ops.ACTION_SPACES)}.")
+        self.space = space
+        self.hidden = hidden
+        self.rounds = rounds
+        if seed is not None:
+            keras.utils.set_random_seed(seed)
+        self.network = PolicyNetwork(hidden=hidden, rounds=rounds, name="nat_policy")
+        self._space_mask = tf.constant([a in ops.ACTION_SPACES[space] for a in ops.ACTIONS])
+        self.network(graph=to_graph_tensor_batch([_tiny_graph()]))  # build the weights
+
+    @property
+    def trainable_variables(self) -> list[tf.Variable]:
+        return self.network.trainable_variables
+
+    # -- distributions ------------------------------------------------------
+
+    def logits(self, graphs: ArchGraph | Sequence[ArchGraph]) -> tf.Tensor:
+        """Masked logits, one row per edge (graphs concatenated in order)."""
+        graphs = [graphs] if isinstance(graphs, ArchGraph) else list(graphs)
+        logits = self.network(graph=to_graph_tensor_batch(graphs))
+        return tf.where(self._space_mask[tf.newaxis, :], logits, MASKED_LOGIT)
+
+    def probabilities(self, graph: ArchGraph) -> np.ndarray:
+        """[num_edges, len(ops.ACTIONS)] action probabilities (0 where illegal)."""
+        return tf.nn.softmax(self.logits(graph)).numpy()
+
+    def log_prob(self, graph: ArchGraph, plan: TransformPlan) -> tf.Tensor:
+        """log pi(plan | graph): the sum of per-edge log-probabilities."""
+        return self.log_probs([graph], [[plan]])[0][0]
+
+    def log_probs(
+        self, graphs: Sequence[ArchGraph], plans: Sequence[Sequence[TransformPlan]]
+    ) -> list[list[tf.Tensor]]:
+        """log pi for plans[i][j] of graphs[i], from one GNN pass over all graphs."""
+        log_softmax = tf.nn.log_softmax(self.logits(graphs))
+        results, row = [], 0
+        for graph, graph_plans in zip(graphs, plans):
+            rows = log_softmax[row : row + len(graph.edges)]
+            row += len(graph.edges)
+            results.append(
+                [tf.reduce_sum(tf.gather(rows, _action_indices(graph, p), batch_dims=1)) for p in graph_plans]
+            )
+        return results
+
+    def entropy(self, graph: ArchGraph | Sequence[ArchGraph]) -> tf.Tensor:
+        """Entropy of the factorised distribution (sum over edges; mean over graphs)."""
+        graphs = [graph] if isinstance(graph, ArchGraph) else list(graph)
+        logits = self.logits(graphs)
+        probs, log_probs = tf.nn.softmax(logits), tf.nn.log_softmax(logits)
+        per_edge = -tf.reduce_sum(tf.where(probs > 0, probs * log_probs, 0.0), axis=-1)
+        return tf.reduce_sum(per_edge) / len(graphs)
+
+    # -- decoding -----------------------------------------------------------
+
+    def sample(
+        self,
+        graph: ArchGraph,
+        *,
+        seed: Any = None,
+        greedy: bool = False,
+        budget: Budget | None = None,
+        max_tries: int = 100,
+    ) -> TransformPlan:
+        """A plan for `graph` that is legal and within `budget` (default Budget()).
+
+        Args:
+          graph: the input architecture.
+          seed: seeds sampling (equal seeds give equal plans).
+          greedy: take each edge's most likely action instead of sampling.
+          budget: the cost budget relative to `graph` (default: Budget()).
+          max_tries: resampling attempts for plans over budget.
+
+        Raises:
+          BudgetError: no plan within budget was found.
+        """
+        return self.sample_many(graph, 1, seed=seed, greedy=greedy, budget=budget, max_tries=max_tries)[0]
+
+    def sample_many(
+        self,
+        graph: ArchGraph,
+        count: int,
+        *,
+        seed: Any = None,
+        greedy: bool = False,
+        budget: Budget | None = None,
+        max_tries: int = 100,
+    ) -> list[TransformPlan]:
+        """`count` plans from one GNN pass (see `sample`)."""
+        probs = self.probabilities(graph)
+        rng = np.random.default_rng(seed)
+        budget = budget or Budget()
+        reference = cost(graph)
+        plans = []
+        for _ in range(count):
+            plans.append(self._decode_within(graph, probs, rng, greedy, budget, reference, max_tries))
+        return plans
+
+    def _decode_within(self, graph, probs, rng, greedy, budget, reference, max_tries) -> TransformPlan:
+        for _ in range(1 if greedy else max_tries):
+            plan = self._decode(graph, probs, rng, greedy)
+            if budget.allows(plan_cost(graph, plan), reference):
+                return plan
+        raise BudgetError(
+            f"No plan for {graph.name!r} within {budget} after {max_tries} tries"
+            f"{' (greedy decoding)' if greedy else ''}; loosen the budget (params_ratio, macs_eps)."
+        )
+
+    def _decode(
+        self, graph: ArchGraph, probs: np.ndarray, rng: np.random.Generator, greedy: bool
+    ) -> TransformPlan:
+        actions = {}
+        for edge, p in zip(graph.edges, probs):
+            if greedy:
+                index = int(np.argmax(p))
+            else:
+                p = p / p.sum()
+                index = int(rng.choice(len(p), p=p))
+            actions[edge.id] = ops.ACTIONS[index]
+        plan = repair(graph, TransformPlan(graph.name, graph.fingerprint(), actions, self.space))
+        resolve(graph, plan)  # raises only on a bug: masks + repair make plans valid
+        return plan
+
+    # -- persistence --------------------------------------------------------
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "format_version": POLICY_FORMAT_VERSION,
+            "space": self.space,
+            "hidden": self.hidden,
+            "rounds": self.rounds,
+        }
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write policy.json and policy.weights.h5 into `directory`."""
+        directory = os.fspath(directory)
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, CONFIG_FILE), "w", encoding="utf-8") as f:
+            json.dump(self.get_config(), f, indent=2)
+        self.network.save_weights(os.path.join(directory, WEIGHTS_FILE))
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Policy:
+        """A policy saved by `save`."""
+        directory = os.fspath(directory)
+        config_path = os.path.join(directory, CONFIG_FILE)
+        if not os.path.exists(config_path):
+            raise NatKerasError(
+                f"No {CONFIG_FILE} in {directory!r}: not a saved nat_keras policy (see Policy.save)."
+            )
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+        if config.get("format_version") != POLICY_FORMAT_VERSION:
+            raise NatKerasError(
+                f"Policy in {directory!r} has format {config.get('format_version')}; this nat_keras "
+                f"reads {POLICY_FORMAT_VERSION}."
+            )
+        policy = cls(space=config["space"], hidden=config["hidden"], rounds=config["rounds"], seed=None)
+        policy.network.load_weights(os.path.join(directory, WEIGHTS_FILE))
+        return policy
+
+
+def _action_indices(graph: ArchGraph, plan: TransformPlan) -> tf.Tensor:
+    index = {a: i for i, a in enumerate(ops.ACTIONS)}
+    return tf.constant([index[plan.action(e.id)] for e in graph.edges], dtype=tf.int32)[:, tf.newaxis]
+
+
+def _tiny_graph() -> ArchGraph:
+    """The smallest ArchGraph, to build the GNN's weights."""
+    nodes = (Node("in", (4, 4, 1), "input", "in"), Node("out", (4, 4, 1), "none", "out", is_output=True))
+    edge = Edge("op", "in", "out", 0, "unit", "conv_3x3", input_shape=(4, 4, 1), output_shape=(4, 4, 1))
+    return ArchGraph("tiny", nodes, (edge,), ("in",), ("out",))
