@@ -19,6 +19,7 @@ _keras_env.prepare()
 
 # The public API, flat. Imported after the environment is prepared.
 from nat_keras import (
+    data,
     layers,
     models,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "UnsupportedModelError",
     "apply_plan",
     "cost",
+    "data",
     "encode",
     "export",
     "format_graph",

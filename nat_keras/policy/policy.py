@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -72,8 +73,8 @@ class Policy:
 
     def logits(self, graphs: ArchGraph | Sequence[ArchGraph]) -> tf.Tensor:
         """Masked logits, one row per edge (graphs concatenated in order)."""
-        graphs = [graphs] if isinstance(graphs, ArchGraph) else list(graphs)
-        logits = self.network(graph=to_graph_tensor_batch(graphs))
+        graphs = (graphs,) if isinstance(graphs, ArchGraph) else tuple(graphs)
+        logits = self.network(graph=_graph_tensor(graphs))
         return tf.where(self._space_mask[tf.newaxis, :], logits, MASKED_LOGIT)
 
     def probabilities(self, graph: ArchGraph) -> np.ndarray:
@@ -213,6 +214,12 @@ class Policy:
         policy = cls(space=config["space"], hidden=config["hidden"], rounds=config["rounds"], seed=None)
         policy.network.load_weights(os.path.join(directory, WEIGHTS_FILE))
         return policy
+
+
+@functools.lru_cache(maxsize=64)
+def _graph_tensor(graphs: tuple[ArchGraph, ...]) -> Any:
+    """GraphTensors of recent graphs: a search asks for the same ones each step."""
+    return to_graph_tensor_batch(graphs)
 
 
 def _action_indices(graph: ArchGraph, plan: TransformPlan) -> tf.Tensor:

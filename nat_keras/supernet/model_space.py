@@ -246,6 +246,17 @@ class ModelSupernet(Supernet):
         actions = {e.id: ops.ACTIONS[int(a)] for e, a in zip(self.graph.edges, arch)}
         return TransformPlan.from_actions(self.graph, actions, space=self.space)
 
+    def input_graphs(self, rng: Any, count: int) -> list[ArchGraph]:
+        """The input architectures the policy transforms: the source model itself."""
+        del rng
+        return [self.graph] * count
+
+    def arch_of(self, graph: ArchGraph, plan: TransformPlan) -> np.ndarray:
+        """The arch that runs `plan` applied to input `graph` (this model's graph)."""
+        if graph.fingerprint() != self.graph.fingerprint():
+            raise ValueError(f"Supernet {self.name!r} only runs plans for model {self.graph.name!r}.")
+        return self.plan_to_arch(plan)
+
     def sample_arch(self, seed: Any = None) -> np.ndarray:
         """A random legal plan as an arch (each edge changes with change_prob)."""
         plan = sample_random_plan(self.graph, seed, space=self.space, change_prob=self.change_prob)

@@ -1,0 +1,39 @@
+"""Data NAT searches and trains on: digits (offline), CIFAR-10/100 and ImageNet via TFDS.
+
+`load_splits` returns the training split divided into a supernet-weight part
+(40%) and a policy part (60%), as in the paper, plus the untouched test split,
+each a batched, prefetched `tf.data.Dataset` of `(float32 images, int32
+labels)`. A TFDS dataset that is not prepared fails at once with the command
+that prepares it, unless `download=True` (DESIGN.md section 5).
+
+Example:
+  >>> from nat_keras import data
+  >>> splits = data.load_splits("digits")
+  >>> splits.image_shape, splits.num_classes
+  ((32, 32, 3), 10)
+  >>> sorted(data.DATASETS)
+  ['cifar10', 'cifar100', 'digits', 'imagenet2012']
+"""
+
+from nat_keras.data.config import DataConfig
+from nat_keras.data.digits import DigitsArrays, load_digits_arrays
+from nat_keras.data.pipeline import Preprocessing, cutout, pad_and_random_crop
+from nat_keras.data.specs import DATASETS, DatasetSpec, get_spec
+from nat_keras.data.splits import NatSplits, load_splits, weight_mask
+from nat_keras.data.tfds_source import DatasetNotPreparedError
+
+__all__ = [
+    "DATASETS",
+    "DataConfig",
+    "DatasetNotPreparedError",
+    "DatasetSpec",
+    "DigitsArrays",
+    "NatSplits",
+    "Preprocessing",
+    "cutout",
+    "get_spec",
+    "load_digits_arrays",
+    "load_splits",
+    "pad_and_random_crop",
+    "weight_mask",
+]

@@ -1,0 +1,14 @@
+"""NAT's search: environments (rewards), the alternating loop, and derivation."""
+
+from nat_keras.search.environment import Environment, KnownRewardEnvironment, SupernetEnvironment
+from nat_keras.search.loop import NATSearch, SearchConfig, SearchHistory, derive
+
+__all__ = [
+    "Environment",
+    "KnownRewardEnvironment",
+    "NATSearch",
+    "SearchConfig",
+    "SearchHistory",
+    "SupernetEnvironment",
+    "derive",
+]

@@ -1,0 +1,190 @@
+"""NAT's alternating search: a pass of supernet weights, then a pass of policy.
+
+Per epoch (DESIGN.md section 2): the environment trains its shared weights w
+for `weight_steps` steps on its weight split, then the policy takes
+`policy_steps` REINFORCE steps; each draws m input architectures and n plans
+per input, scores them on one held-out batch and updates theta. Checkpoints
+(policy, its optimizer, the baseline, the epoch; the supernet trainer keeps
+its own) let a stopped search resume; TensorBoard gets reward, baseline,
+entropy and cost ratio; a Keras Progbar shows the policy pass.
+
+Example:
+  >>> search = NATSearch(env, policy, config=SearchConfig(epochs=10), directory="runs/nat")
+  >>> history = search.run()
+  >>> plan, scores = derive(env, policy, graph, num_candidates=10)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from nat_keras.costing import cost, plan_cost
+from nat_keras.graph import ArchGraph
+from nat_keras.plan import TransformPlan
+from nat_keras.policy.policy import Policy
+from nat_keras.policy.reinforce import Reinforce, ReinforceConfig
+from nat_keras.search.environment import Environment
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """How long to search, and the policy's learning settings.
+
+    Attributes:
+      epochs: alternations of weight and policy passes (the paper: 100; 200
+        for NAT++).
+      weight_steps: supernet weight steps per epoch (0: none).
+      policy_steps: policy steps per epoch.
+      reinforce: the policy-gradient settings (m, n, Adam, baseline, entropy).
+      seed: seeds input-architecture and plan sampling.
+      checkpoint_every: epochs between checkpoints.
+    """
+
+    epochs: int = 100
+    weight_steps: int = 100
+    policy_steps: int = 100
+    reinforce: ReinforceConfig = dataclasses.field(default_factory=ReinforceConfig)
+    seed: int = 0
+    checkpoint_every: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "reinforce": self.reinforce.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
+        return cls(**{**data, "reinforce": ReinforceConfig.from_dict(data.get("reinforce", {}))})
+
+
+@dataclasses.dataclass
+class SearchHistory:
+    """Per-epoch means of the policy pass."""
+
+    reward: list[float] = dataclasses.field(default_factory=list)
+    baseline: list[float] = dataclasses.field(default_factory=list)
+    entropy: list[float] = dataclasses.field(default_factory=list)
+    cost_ratio: list[float] = dataclasses.field(default_factory=list)
+    evaluations: int = 0
+
+
+class NATSearch:
+    """Alternates shared-weight training and policy learning (see module docstring).
+
+    Args:
+      environment: where rewards come from.
+      policy: the Policy to train (modified in place).
+      config: search settings.
+      directory: checkpoints and TensorBoard logs; resumes from a checkpoint
+        found there. None keeps nothing on disk.
+    """
+
+    def __init__(
+        self,
+        environment: Environment,
+        policy: Policy,
+        *,
+        config: SearchConfig | None = None,
+        directory: str | os.PathLike | None = None,
+    ):
+        self.environment = environment
+        self.policy = policy
+        self.config = config or SearchConfig()
+        self.learner = Reinforce(policy, self.config.reinforce)
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="search_epoch")
+        self._checkpoint = tf.train.Checkpoint(epoch=self.epoch, **self.learner.checkpoint_objects())
+        self._manager = self._writer = None
+        if directory is not None:
+            directory = os.fspath(directory)
+            self._manager = tf.train.CheckpointManager(
+                self._checkpoint, os.path.join(directory, "search_checkpoints"), max_to_keep=3
+            )
+            if self._manager.latest_checkpoint:
+                self._checkpoint.restore(self._manager.latest_checkpoint).assert_existing_objects_matched()
+            self._writer = tf.summary.create_file_writer(os.path.join(directory, "tensorboard"))
+
+    @property
+    def resumed_epoch(self) -> int:
+        return int(self.epoch.numpy())
+
+    def run(self, *, verbose: int = 1) -> SearchHistory:
+        """Run the remaining epochs (all of them unless resumed)."""
+        history = SearchHistory()
+        config = self.config
+        for epoch in range(int(self.epoch.numpy()), config.epochs):
+            if config.weight_steps:
+                self.environment.train_weights((epoch + 1) * config.weight_steps, verbose=0)
+            stats = self._policy_pass(epoch, verbose)
+            for key in ("reward", "baseline", "entropy", "cost_ratio"):
+                getattr(history, key).append(stats[key])
+            history.evaluations += stats["evaluations"]
+            self.epoch.assign(epoch + 1)
+            if self._writer is not None:
+                with self._writer.as_default(step=epoch + 1):
+                    for key in ("reward", "baseline", "entropy", "cost_ratio"):
+                        tf.summary.scalar(f"policy/{key}", stats[key])
+            if self._manager is not None and (
+                (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs
+            ):
+                self._manager.save(checkpoint_number=epoch + 1)
+        return history
+
+    def _policy_pass(self, epoch: int, verbose: int) -> dict[str, float]:
+        config = self.config
+        m, n = config.reinforce.num_inputs, config.reinforce.num_samples
+        progbar = (
+            keras.utils.Progbar(config.policy_steps, stateful_metrics=["reward", "baseline", "entropy"])
+            if verbose
+            else None
+        )
+        if progbar is not None:
+            print(f"Epoch {epoch + 1}/{config.epochs}: policy")
+        sums = {"reward": 0.0, "baseline": 0.0, "entropy": 0.0, "cost_ratio": 0.0}
+        evaluations = 0
+        for step in range(config.policy_steps):
+            rng = np.random.default_rng((config.seed, epoch, step))
+            graphs = self.environment.input_graphs(rng, m)
+            plans = [self.policy.sample_many(g, n, seed=rng) for g in graphs]
+            rewards = np.stack([self.environment.rewards(g, p) for g, p in zip(graphs, plans)])
+            evaluations += rewards.size
+            stats = self.learner.update(graphs, plans, rewards)
+            ratio = np.mean(
+                [plan_cost(g, p).macs / max(cost(g).macs, 1) for g, ps in zip(graphs, plans) for p in ps]
+            )
+            for key in ("reward", "baseline", "entropy"):
+                sums[key] += stats[key]
+            sums["cost_ratio"] += float(ratio)
+            if progbar is not None:
+                progbar.update(step + 1, [(k, stats[k]) for k in ("reward", "baseline", "entropy")])
+        means = {k: v / max(config.policy_steps, 1) for k, v in sums.items()}
+        return {**means, "evaluations": evaluations}
+
+
+def derive(
+    environment: Environment,
+    policy: Policy,
+    graph: ArchGraph,
+    *,
+    num_candidates: int = 10,
+    greedy: bool = False,
+    seed: Any = 0,
+    budget: Any = None,
+) -> tuple[TransformPlan, list[tuple[TransformPlan, float]]]:
+    """Pick the final plan: the best of `num_candidates` sampled plans by the
+    environment's score (supernet accuracy on held-out data, never the test
+    split), or the greedy plan.
+
+    Returns:
+      The chosen plan and every (candidate, score), best first.
+    """
+    if greedy:
+        plan = policy.sample(graph, greedy=True, budget=budget)
+        return plan, [(plan, environment.score(graph, plan))]
+    candidates = policy.sample_many(graph, num_candidates, seed=seed, budget=budget)
+    unique = list(dict.fromkeys(candidates))  # sampled plans often repeat
+    scored = sorted(((p, environment.score(graph, p)) for p in unique), key=lambda pair: -pair[1])
+    return scored[0][0], scored
