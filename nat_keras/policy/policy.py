@@ -64,6 +64,9 @@ class Policy:
         self.network = PolicyNetwork(hidden=hidden, rounds=rounds, name="nat_policy")
         self._space_mask = tf.constant([a in ops.ACTION_SPACES[space] for a in ops.ACTIONS])
         self.network(graph=to_graph_tensor_batch([_tiny_graph()]))  # build the weights
+        # One traced graph per GraphTensor shape family; eager Keras calls
+        # would spend most of a search step in Python overhead.
+        self._forward = tf.function(lambda gt: self.network(graph=gt), reduce_retracing=True)
 
     @property
     def trainable_variables(self) -> list[tf.Variable]:
@@ -74,7 +77,7 @@ class Policy:
     def logits(self, graphs: ArchGraph | Sequence[ArchGraph]) -> tf.Tensor:
         """Masked logits, one row per edge (graphs concatenated in order)."""
         graphs = (graphs,) if isinstance(graphs, ArchGraph) else tuple(graphs)
-        logits = self.network(graph=_graph_tensor(graphs))
+        logits = self._forward(_graph_tensor(graphs))
         return tf.where(self._space_mask[tf.newaxis, :], logits, MASKED_LOGIT)
 
     def probabilities(self, graph: ArchGraph) -> np.ndarray:
@@ -94,9 +97,10 @@ class Policy:
         for graph, graph_plans in zip(graphs, plans):
             rows = log_softmax[row : row + len(graph.edges)]
             row += len(graph.edges)
-            results.append(
-                [tf.reduce_sum(tf.gather(rows, _action_indices(graph, p), batch_dims=1)) for p in graph_plans]
-            )
+            # [plans, edges] action indices -> one gather for all plans of a graph.
+            chosen = tf.gather(rows, _action_indices(graph, graph_plans), axis=1, batch_dims=1)
+            totals = tf.reduce_sum(chosen, axis=0)
+            results.append([totals[j] for j in range(len(graph_plans))])
         return results
 
     def entropy(self, graph: ArchGraph | Sequence[ArchGraph]) -> tf.Tensor:
@@ -222,9 +226,14 @@ def _graph_tensor(graphs: tuple[ArchGraph, ...]) -> Any:
     return to_graph_tensor_batch(graphs)
 
 
-def _action_indices(graph: ArchGraph, plan: TransformPlan) -> tf.Tensor:
-    index = {a: i for i, a in enumerate(ops.ACTIONS)}
-    return tf.constant([index[plan.action(e.id)] for e in graph.edges], dtype=tf.int32)[:, tf.newaxis]
+_ACTION_INDEX = {a: i for i, a in enumerate(ops.ACTIONS)}
+
+
+def _action_indices(graph: ArchGraph, plans: Sequence[TransformPlan]) -> tf.Tensor:
+    """[edges, plans] indices of each plan's action on each edge."""
+    return tf.constant(
+        [[_ACTION_INDEX[p.action(e.id)] for p in plans] for e in graph.edges], dtype=tf.int32
+    )
 
 
 def _tiny_graph() -> ArchGraph:

@@ -122,14 +122,10 @@ class Reinforce:
         advantages = rewards - baseline if (baseline or not authors) else rewards
         variables = self.policy.trainable_variables
         with tf.GradientTape() as tape:
-            log_probs = self.policy.log_probs(graphs, plans)
-            terms = [
-                -float(advantages[i][j]) * log_probs[i][j]
-                for i in range(len(graphs))
-                for j in range(len(plans[i]))
-            ]
+            log_probs = tf.stack([lp for row in self.policy.log_probs(graphs, plans) for lp in row])
+            weights = tf.constant([a for row in advantages for a in row], dtype=tf.float32)
             entropy = self.policy.entropy(graphs)
-            loss = tf.add_n(terms) / len(terms) - self.config.entropy_weight * entropy
+            loss = -tf.reduce_mean(weights * log_probs) - self.config.entropy_weight * entropy
         grads = tape.gradient(loss, variables)
         grads = [g + self.config.weight_decay * v for g, v in zip(grads, variables)]
         if self.config.clip_norm is not None:
