@@ -1,0 +1,151 @@
+"""The TF-GNN policy, REINFORCE and the search loop, on known rewards."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import nat_keras
+from nat_keras import ops
+from nat_keras.plan import repair
+from nat_keras.policy.policy import Policy
+from nat_keras.policy.reinforce import Reinforce, ReinforceConfig
+from nat_keras.search import KnownRewardEnvironment, NATSearch, SearchConfig
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return nat_keras.encode(nat_keras.models.resnet(depth=8))
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return Policy(space="nat++", seed=0)
+
+
+@pytest.mark.parametrize("space", ["nat", "nat++"])
+def test_illegal_actions_have_zero_probability(graph, space):
+    probs = Policy(space=space, seed=1).probabilities(graph)
+    for edge, row in zip(graph.edges, probs):
+        legal = np.array(edge.mask(space))
+        assert np.all(row[~legal] == 0.0), edge.id
+        np.testing.assert_allclose(row[legal].sum(), 1.0, rtol=1e-5)
+
+
+def test_an_edge_decision_depends_on_its_own_op(graph, policy):
+    # The authors' GCN had no self-loops: an edge never saw its own op.
+    edge_index = next(i for i, e in enumerate(graph.edges) if e.op == "conv_3x3" and e.transformable)
+    edge = graph.edges[edge_index]
+    changed = dataclasses.replace(edge, op="conv_5x5")
+    other = dataclasses.replace(
+        graph, edges=(*graph.edges[:edge_index], changed, *graph.edges[edge_index + 1 :])
+    )
+    before, after = policy.probabilities(graph)[edge_index], policy.probabilities(other)[edge_index]
+    assert np.abs(before - after).max() > 1e-4
+
+
+def test_batches_of_graphs_match_single_graphs(graph, policy):
+    vgg = nat_keras.encode(nat_keras.models.vgg16())
+    batched = policy.logits([graph, vgg]).numpy()
+    np.testing.assert_allclose(batched[: len(graph.edges)], policy.logits(graph).numpy(), atol=1e-5)
+    np.testing.assert_allclose(batched[len(graph.edges) :], policy.logits(vgg).numpy(), atol=1e-5)
+
+
+def test_sampling_is_seeded_and_greedy_is_argmax(graph, policy):
+    assert policy.sample(graph, seed=3) == policy.sample(graph, seed=3)
+    assert len({policy.sample(graph, seed=s) for s in range(8)}) > 1
+    greedy = policy.sample(graph, greedy=True)
+    probs = policy.probabilities(graph)
+    argmax = {e.id: ops.ACTIONS[int(np.argmax(row))] for e, row in zip(graph.edges, probs)}
+    # Greedy is the per-edge argmax, with nodes left without input repaired.
+    expected = repair(graph, nat_keras.TransformPlan(graph.name, graph.fingerprint(), argmax, "nat++"))
+    assert greedy == expected
+
+
+def test_log_prob_and_entropy_match_the_distribution(graph, policy):
+    probs = policy.probabilities(graph)
+    plan = policy.sample(graph, seed=0)
+    index = {a: i for i, a in enumerate(ops.ACTIONS)}
+    expected = sum(np.log(probs[i, index[plan.action(e.id)]]) for i, e in enumerate(graph.edges))
+    np.testing.assert_allclose(float(policy.log_prob(graph, plan)), expected, rtol=1e-4)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected_entropy = -np.nansum(np.where(probs > 0, probs * np.log(probs), 0.0))
+    np.testing.assert_allclose(float(policy.entropy(graph)), expected_entropy, rtol=1e-4)
+
+
+def test_sampled_plans_are_valid_and_within_budget(graph, policy):
+    strict = nat_keras.Budget(params_ratio=0.9)
+    reference = nat_keras.cost(graph)
+    for plan in policy.sample_many(graph, 10, seed=0, budget=strict):
+        plan.validate(graph)
+        assert strict.allows(nat_keras.plan_cost(graph, plan), reference)
+    with pytest.raises(nat_keras.BudgetError, match="loosen the budget"):
+        policy.sample(graph, seed=0, budget=nat_keras.Budget(params_ratio=0.01), max_tries=5)
+
+
+def test_save_and_load(graph, policy, tmp_path):
+    policy.save(tmp_path / "policy")
+    loaded = Policy.load(tmp_path / "policy")
+    assert loaded.space == policy.space
+    np.testing.assert_allclose(loaded.probabilities(graph), policy.probabilities(graph), atol=1e-6)
+    with pytest.raises(nat_keras.NatKerasError, match="not a saved nat_keras policy"):
+        Policy.load(tmp_path)
+
+
+@pytest.mark.parametrize("update", ["standard", "authors"])
+def test_baseline_updates(graph, update):
+    learner = Reinforce(
+        Policy(space="nat", seed=0), ReinforceConfig(baseline_update=update, baseline_decay=0.9)
+    )
+    plans = [[learner.policy.sample(graph, seed=s) for s in range(2)]]
+    first = learner.update([graph], plans, np.array([[0.2, 0.4]]))
+    second = learner.update([graph], plans, np.array([[0.5, 0.5]]))
+    if update == "standard":  # starts at the first mean, then tracks the mean reward
+        assert first["baseline"] == pytest.approx(0.3)
+        assert second["baseline"] == pytest.approx(0.9 * 0.3 + 0.1 * 0.5)
+        assert second["advantage"] == pytest.approx(0.5 - 0.3)
+    else:  # the authors' code: starts at 0 and tracks the advantage
+        assert first["advantage"] == pytest.approx(0.3)
+        assert first["baseline"] == pytest.approx(0.1 * 0.3)
+        assert second["advantage"] == pytest.approx(0.5 - 0.03)
+
+
+@pytest.mark.parametrize("space", ["nat", "nat++"])
+def test_policy_learns_a_known_reward_better_than_random_search(graph, space):
+    env = KnownRewardEnvironment(graph, space=space, seed=0)
+    policy = Policy(space=space, seed=0)
+    config = SearchConfig(
+        epochs=1,
+        weight_steps=0,
+        policy_steps=50,
+        reinforce=ReinforceConfig(learning_rate=1e-2, num_samples=4),
+    )
+    history = NATSearch(env, policy, config=config).run(verbose=0)
+    learned = env.reward_of(policy.sample(graph, greedy=True))
+    assert learned >= 0.95 * env.optimal_reward()
+    rng = np.random.default_rng(0)
+    random_best = max(
+        env.reward_of(nat_keras.sample_random_plan(graph, rng, space=space))
+        for _ in range(history.evaluations)
+    )
+    assert learned > random_best
+
+
+def test_search_checkpoints_and_resumes(graph, tmp_path):
+    env = KnownRewardEnvironment(graph, space="nat", seed=0)
+    config = SearchConfig(epochs=2, weight_steps=0, policy_steps=3, reinforce=ReinforceConfig(num_samples=2))
+    first = NATSearch(env, Policy(space="nat", seed=0), config=config, directory=tmp_path)
+    first.run(verbose=0)
+    resumed = NATSearch(
+        env, Policy(space="nat", seed=5), config=dataclasses.replace(config, epochs=3), directory=tmp_path
+    )
+    assert resumed.resumed_epoch == 2
+    assert float(resumed.learner.baseline.numpy()) == pytest.approx(float(first.learner.baseline.numpy()))
+    np.testing.assert_allclose(
+        resumed.policy.probabilities(graph), first.policy.probabilities(graph), atol=1e-6
+    )
+    history = resumed.run(verbose=0)
+    assert len(history.reward) == 1 and int(resumed.epoch.numpy()) == 3
+    assert list((tmp_path / "tensorboard").iterdir())
