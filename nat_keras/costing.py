@@ -179,12 +179,28 @@ def edge_cost_after(edge: Edge, action: str) -> Cost | None:
         return Cost(edge.params, edge.macs)
     if action == ops.NONE:
         return Cost(0, 0)
+    if edge.library == "darts":
+        return _darts_cost_after(edge, action)
     if action == ops.SKIP:
         return skip_cost(edge)
     primary = replacement_primary_cost(edge, action)
     if primary is None:
         return None
     return Cost(edge.params - edge.primary_params + primary.params, primary.macs)
+
+
+def _darts_cost_after(edge: Edge, action: str) -> Cost:
+    """A cell edge's cost with a whole DARTS op in place (its own BN included).
+
+    Costs are those of the standalone network, whose BN is affine.
+    """
+    from nat_keras.search_space.operations import from_vocab, op_cost
+
+    if action == ops.SKIP and edge.stride == 1:
+        return Cost(0, 0)
+    channels, spatial = edge.input_shape[-1], tuple(edge.input_shape[:2])
+    op = "skip_connect" if action == ops.SKIP else from_vocab(action)  # stride 2: FactorizedReduce
+    return op_cost(op, channels, strides=edge.stride, spatial=spatial)
 
 
 # ---------------------------------------------------------------------------

@@ -87,6 +87,10 @@ class Edge:
       dilation: dilation rate of the primary op.
       groups: channel groups of a conv (C_in for a depthwise conv).
       bias: the primary op has a bias (a NAT++ replacement keeps one then).
+      library: where the edge's ops come from: "keras" (an encoded model's
+        layers; replacements are single Keras layers) or "darts" (the cell
+        search space's ops, `nat_keras.search_space`; replacements are whole
+        DARTS ops, with their own cost).
       params: parameters, as Keras `count_params()` counts them.
       primary_params: the part of `params` in the primary op (what a NAT++
         replacement swaps out).
@@ -111,6 +115,7 @@ class Edge:
     dilation: int = 1
     groups: int = 1
     bias: bool = False
+    library: str = "keras"
     params: int = 0
     primary_params: int = 0
     macs: int = 0

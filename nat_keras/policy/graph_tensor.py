@@ -246,6 +246,7 @@ def to_graph_tensor(graph: ArchGraph) -> tfgnn.GraphTensor:
             "protected": _column([e.protected for e in edges], tf.bool),
             "actions": _column([_json(e.actions) for e in edges], tf.string),
             "note": _column([e.note for e in edges], tf.string),
+            "library": _column([e.library for e in edges], tf.string),
             "op_index": _column([op_index(e.op) for e in edges], tf.int64),
             "kind_index": _column([_kind_index(graph, e) for e in edges], tf.int64),
             "log_params": _column([math.log1p(e.params) for e in edges], tf.float32),
@@ -457,6 +458,7 @@ EDGE_RECORD_FEATURES = {
     "protected": _bools,
     "actions": _string_tuples,
     "note": _strings,
+    "library": _strings,
 }
 
 
