@@ -38,7 +38,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["nat_keras", "nat_keras.*"]),
-    package_data={"nat_keras": ["policy/*.pbtxt", "assets/*"]},
+    package_data={"nat_keras": ["policy/*.pbtxt", "assets/*/*"]},
     include_package_data=True,
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,

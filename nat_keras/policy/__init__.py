@@ -15,10 +15,16 @@ from nat_keras.policy.graph_tensor import (
     op_index,
     to_graph_tensor,
 )
+from nat_keras.policy.policy import Policy, default_policy
+from nat_keras.policy.reinforce import Reinforce, ReinforceConfig
 
 __all__ = [
     "GRAPH_SCHEMA_PATH",
     "OP_VOCAB",
+    "Policy",
+    "Reinforce",
+    "ReinforceConfig",
+    "default_policy",
     "from_graph_tensor",
     "graph_schema",
     "graph_spec",

@@ -181,6 +181,14 @@ class Policy:
         resolve(graph, plan)  # raises only on a bug: masks + repair make plans valid
         return plan
 
+    def with_space(self, space: str) -> Policy:
+        """This policy (same weights) restricted to another action space."""
+        if space not in ops.ACTION_SPACES:
+            raise NatKerasError(f"Unknown action space {space!r}; use one of {list(ops.ACTION_SPACES)}.")
+        self.space = space
+        self._space_mask = tf.constant([a in ops.ACTION_SPACES[space] for a in ops.ACTIONS])
+        return self
+
     # -- persistence --------------------------------------------------------
 
     def get_config(self) -> dict[str, Any]:
@@ -229,11 +237,34 @@ def _graph_tensor(graphs: tuple[ArchGraph, ...]) -> Any:
 _ACTION_INDEX = {a: i for i, a in enumerate(ops.ACTIONS)}
 
 
+DEFAULT_POLICY_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "default_policy"
+)
+
+
+def default_policy(*, space: str = "nat++") -> Policy:
+    """The policy shipped with nat_keras (trained by examples/train_policy.py).
+
+    It was trained in the NAT++ action space; `space="nat"` masks it to keep /
+    skip / none.
+
+    Raises:
+      NatKerasError: the package was installed without its policy weights.
+
+    Example:
+      >>> plan = default_policy().sample(nat_keras.encode(model), greedy=True)
+    """
+    if not os.path.exists(os.path.join(DEFAULT_POLICY_DIR, CONFIG_FILE)):
+        raise NatKerasError(
+            f"The default policy is missing from {DEFAULT_POLICY_DIR!r}; reinstall nat_keras, or train one "
+            "with examples/train_policy.py and pass it as policy=Policy.load(...)."
+        )
+    return Policy.load(DEFAULT_POLICY_DIR).with_space(space)
+
+
 def _action_indices(graph: ArchGraph, plans: Sequence[TransformPlan]) -> tf.Tensor:
     """[edges, plans] indices of each plan's action on each edge."""
-    return tf.constant(
-        [[_ACTION_INDEX[p.action(e.id)] for p in plans] for e in graph.edges], dtype=tf.int32
-    )
+    return tf.constant([[_ACTION_INDEX[p.action(e.id)] for p in plans] for e in graph.edges], dtype=tf.int32)
 
 
 def _tiny_graph() -> ArchGraph:

@@ -1,0 +1,263 @@
+"""`nat_keras.transform`: NAT on a user's Keras model, end to end.
+
+Without data, the default policy shipped in the package decodes a plan
+greedily. With data, the model's supernet is built from its weights (inside
+the given `tf.distribute` strategy), supernet weights and policy are trained
+alternately (40% / 60% of the data), `num_candidates` plans are sampled and
+the best by supernet accuracy on held-out policy data is kept, and the model
+is rebuilt: kept layers carry the source weights, new layers the supernet's.
+Every returned plan meets the cost budget.
+
+Example:
+  >>> new_model = nat_keras.transform(model)                      # default policy
+  >>> new_model = nat_keras.transform(model, data=splits, fine_tune_epochs=1)
+  >>> print(new_model.nat_report)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from nat_keras.costing import Budget, Cost, cost, plan_cost
+from nat_keras.encode import encode
+from nat_keras.graph import ArchGraph
+from nat_keras.plan import TransformPlan
+from nat_keras.rebuild import apply_plan
+from nat_keras.report import format_plan
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformReport:
+    """What `transform` did, attached to its result as `model.nat_report`.
+
+    Attributes:
+      model_name: the source model's name.
+      plan: the chosen TransformPlan.
+      cost_before / cost_after: params and MACs of the source and the result.
+      candidates: (plan, supernet accuracy on held-out data), best first;
+        empty without data.
+      accuracy_before / accuracy_after: supernet accuracy of the source and of
+        the chosen plan on held-out data (None without data).
+      rewards: mean policy reward per search epoch (empty without data).
+      message: a one-line summary.
+    """
+
+    model_name: str
+    plan: TransformPlan
+    graph: ArchGraph
+    cost_before: Cost
+    cost_after: Cost
+    candidates: tuple[tuple[TransformPlan, float], ...] = ()
+    accuracy_before: float | None = None
+    accuracy_after: float | None = None
+    rewards: tuple[float, ...] = ()
+    message: str = ""
+
+    def __str__(self) -> str:
+        lines = [self.message, format_plan(self.graph, self.plan)]
+        if self.accuracy_before is not None:
+            lines.append(
+                f"Supernet accuracy on held-out data: {self.accuracy_before:.4f} (source) -> "
+                f"{self.accuracy_after:.4f} (transformed); {len(self.candidates)} candidates scored."
+            )
+        if self.rewards:
+            lines.append("Mean reward per search epoch: " + ", ".join(f"{r:+.4f}" for r in self.rewards))
+        return "\n".join(lines)
+
+
+def transform(
+    model: keras.Model,
+    *,
+    data: Any = None,
+    policy: Any = None,
+    space: str = "nat++",
+    budget: Budget | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+    num_candidates: int = 10,
+    greedy: bool = False,
+    seed: int = 0,
+    search_config: Any = None,
+    supernet_config: Any = None,
+    fine_tune_epochs: int = 0,
+    directory: str | os.PathLike | None = None,
+    verbose: int = 1,
+) -> keras.Model:
+    """Transform `model` with NAT; returns a new model (the input is untouched).
+
+    Args:
+      model: a Keras 3 functional or Sequential model.
+      data: None (use the policy as it is), a `nat_keras.data.NatSplits`, or
+        a tf.data.Dataset of (images, labels) training batches (split 40% /
+        60% by batch for supernet weights / rewards).
+      policy: a `nat_keras.policy.Policy`; default: the shipped default policy.
+      space: "nat" (keep / skip / none) or "nat++" (also cheaper ops).
+      budget: cost budget relative to `model` (default: Budget()).
+      strategy: tf.distribute strategy for the supernet and fine-tuning.
+      num_candidates: plans sampled and scored at the end (with data).
+      greedy: decode the policy's most likely plan instead of sampling.
+      seed: seeds sampling.
+      search_config: a `nat_keras.search.SearchConfig` (with data).
+      supernet_config: a `nat_keras.supernet.trainer.SupernetConfig`.
+      fine_tune_epochs: epochs of `fit` on `data` after the rebuild.
+      directory: checkpoints and TensorBoard logs; a rerun resumes there.
+      verbose: 0 silent, 1 progress bars and a summary.
+
+    Returns:
+      The transformed keras.Model, with the TransformReport as `.nat_report`.
+    """
+    from nat_keras.policy import Policy, default_policy
+
+    budget = budget or Budget()
+    strategy = strategy or tf.distribute.get_strategy()
+    graph = encode(model)
+    if policy is None:
+        policy = default_policy(space=space)
+    elif not isinstance(policy, Policy):
+        raise TypeError(f"policy must be a nat_keras.policy.Policy, got {type(policy).__name__}.")
+    before = cost(graph)
+    if not any(e.transformable for e in graph.edges):
+        plan = TransformPlan.keep_all(graph, space=space)
+        with strategy.scope():
+            result = apply_plan(model, plan, graph=graph)
+        message = (
+            f"Model {model.name!r} has nothing NAT can transform (every edge is protected: stem, head, "
+            "shared or opaque layers); returned an equal copy."
+        )
+        return _attach(
+            result, TransformReport(model.name, plan, graph, before, before, message=message), verbose
+        )
+    if data is None:
+        # Without data there is nothing to score candidates on: decode greedily.
+        plan = policy.sample(graph, greedy=True, budget=budget)
+        with strategy.scope():
+            result = apply_plan(model, plan, graph=graph, budget=budget)
+        after = plan_cost(graph, plan)
+        message = _summary(model.name, plan, graph, before, after, "the policy's greedy plan")
+        return _attach(
+            result, TransformReport(model.name, plan, graph, before, after, message=message), verbose
+        )
+    options = {
+        "space": space,
+        "budget": budget,
+        "strategy": strategy,
+        "num_candidates": num_candidates,
+        "greedy": greedy,
+        "seed": seed,
+        "search_config": search_config,
+        "supernet_config": supernet_config,
+        "fine_tune_epochs": fine_tune_epochs,
+        "directory": None if directory is None else os.fspath(directory),
+        "verbose": verbose,
+    }
+    return _transform_with_data(model, graph, data, policy, **options)
+
+
+def _transform_with_data(
+    model: keras.Model, graph: ArchGraph, data: Any, policy: Any, *, space: str, budget: Budget,
+    strategy: tf.distribute.Strategy, num_candidates: int, greedy: bool, seed: int, search_config: Any,
+    supernet_config: Any, fine_tune_epochs: int, directory: str | None, verbose: int,
+) -> keras.Model:  # fmt: skip
+    """The data path of `transform` (see its docstring)."""
+    from nat_keras.search import NATSearch, SearchConfig, SupernetEnvironment, derive
+    from nat_keras.supernet import ModelSupernet
+    from nat_keras.supernet.trainer import SupernetTrainer
+
+    weights_data, reward_data, train_data = _split(data)
+    with strategy.scope():
+        supernet = ModelSupernet(model, graph=graph, space=space)
+    trainer = SupernetTrainer(
+        supernet,
+        config=supernet_config,
+        strategy=strategy,
+        directory=None if directory is None else os.path.join(directory, "supernet"),
+    )
+    environment = SupernetEnvironment(
+        supernet, weights_data=weights_data, reward_data=reward_data, trainer=trainer
+    )
+    search_config = search_config or SearchConfig(epochs=10, weight_steps=50, policy_steps=20, seed=seed)
+    search = NATSearch(
+        environment,
+        policy,
+        config=search_config,
+        directory=None if directory is None else os.path.join(directory, "search"),
+    )
+    history = search.run(verbose=verbose)
+    plan, candidates = derive(
+        environment, policy, graph, num_candidates=num_candidates, greedy=greedy, seed=seed, budget=budget
+    )
+    accuracy_before = environment.score(graph, TransformPlan.keep_all(graph, space=space))
+    arch = supernet.plan_to_arch(plan)
+    with strategy.scope():
+        result = apply_plan(model, plan, graph=graph, budget=budget)
+        _inherit_new_layers(result, supernet.extract(arch), model)
+    if fine_tune_epochs:
+        with strategy.scope():
+            result.compile(
+                optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"],
+            )
+        result.fit(train_data, epochs=fine_tune_epochs, verbose=verbose)
+    before, after = cost(graph), plan_cost(graph, plan)
+    message = _summary(model.name, plan, graph, before, after, f"the best of {num_candidates} searched plans")
+    report = TransformReport(
+        model.name,
+        plan,
+        graph,
+        before,
+        after,
+        candidates=tuple(candidates),
+        accuracy_before=accuracy_before,
+        accuracy_after=dict(candidates).get(plan),
+        rewards=tuple(history.reward),
+        message=message,
+    )
+    return _attach(result, report, verbose)
+
+
+def _split(data: Any) -> tuple[tf.data.Dataset, tf.data.Dataset, tf.data.Dataset]:
+    """(supernet-weight data, reward data, fine-tuning data) from `data`."""
+    from nat_keras.data import NatSplits
+
+    if isinstance(data, NatSplits):
+        return data.weights, data.policy, data.train
+    if isinstance(data, tf.data.Dataset):
+        # Batches 0, 1 of every 5 train the weights (40%), the rest give rewards.
+        indexed = data.enumerate()
+        weights = indexed.filter(lambda i, _: i % 5 < 2).map(lambda _, batch: batch)
+        rewards = indexed.filter(lambda i, _: i % 5 >= 2).map(lambda _, batch: batch)
+        return weights, rewards, data
+    raise TypeError(
+        "data must be a nat_keras.data.NatSplits or a tf.data.Dataset of (images, labels) batches, "
+        f"got {type(data).__name__}."
+    )
+
+
+def _inherit_new_layers(result: keras.Model, extracted: keras.Model, source: keras.Model) -> None:
+    """Layers the source lacks (replacements, projections) take the supernet's weights."""
+    source_names = {layer.name for layer in source.layers}
+    for layer in result.layers:
+        if layer.name not in source_names and layer.weights:
+            layer.set_weights(extracted.get_layer(layer.name).get_weights())
+
+
+def _summary(name: str, plan: TransformPlan, graph: ArchGraph, before: Cost, after: Cost, how: str) -> str:
+    ratio = after.ratio(before)
+    return (
+        f"nat_keras.transform({name!r}) with {how}: {len(plan.actions)} of "
+        f"{len(graph.transformable_edges())} transformable edges change; params {ratio['params']:.1%}, "
+        f"MACs {ratio['macs']:.1%} of the source."
+    )
+
+
+def _attach(model: keras.Model, report: TransformReport, verbose: int) -> keras.Model:
+    # A plain attribute: Keras tracks layers and variables, not dataclasses.
+    model.nat_report = report
+    if verbose:
+        print(report.message)
+    return model
