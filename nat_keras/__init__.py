@@ -36,6 +36,7 @@ from nat_keras.graph import ArchGraph, Edge, Node
 from nat_keras.plan import TransformPlan, sample_random_plan
 from nat_keras.rebuild import apply_plan
 from nat_keras.report import format_graph, format_plan
+from nat_keras.transform import TransformReport, transform
 
 __version__ = "0.1.0"
 
@@ -50,6 +51,7 @@ __all__ = [
     "Node",
     "PlanError",
     "TransformPlan",
+    "TransformReport",
     "UnsupportedModelError",
     "apply_plan",
     "cost",
@@ -62,4 +64,5 @@ __all__ = [
     "models",
     "plan_cost",
     "sample_random_plan",
+    "transform",
 ]
