@@ -202,7 +202,7 @@ def _transform_with_data(
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"],
             )
-        result.fit(train_data, epochs=fine_tune_epochs, verbose=verbose)
+        result.fit(train_data, epochs=fine_tune_epochs, verbose=verbose, shuffle=False)  # data is shuffled
     before, after = cost(graph), plan_cost(graph, plan)
     message = _summary(model.name, plan, graph, before, after, f"the best of {num_candidates} searched plans")
     report = TransformReport(
