@@ -30,6 +30,10 @@ from nat_keras.policy.graph_tensor import EDGE_KINDS, EDGE_SET, NODE_SET, OP_VOC
 # A logit that makes an action's probability exactly zero after softmax in
 # float32 (exp(-1e9 - max) underflows to 0), without the NaNs of -inf.
 MASKED_LOGIT = -1e9
+# Raw logits are bounded to +-LOGIT_BOUND (a scaled tanh): rows whose actions
+# are all masked but one get no gradient, and Adam's normalised steps would
+# otherwise let their logits drift without limit (past MASKED_LOGIT).
+LOGIT_BOUND = 10.0
 
 
 def _mlp(hidden: int, name: str) -> keras.Sequential:
@@ -117,6 +121,7 @@ class PolicyNetwork(keras.Model):
         at_source = tfgnn.broadcast_node_to_edges(graph, EDGE_SET, tfgnn.SOURCE, feature_value=node_state)
         at_target = tfgnn.broadcast_node_to_edges(graph, EDGE_SET, tfgnn.TARGET, feature_value=node_state)
         logits = self.logits(self.head(tf.concat([edge_state, at_source, at_target], axis=-1)))
+        logits = LOGIT_BOUND * tf.tanh(logits / LOGIT_BOUND)
         return tf.where(legal > 0, logits, MASKED_LOGIT)
 
     def get_config(self) -> dict[str, Any]:

@@ -169,13 +169,16 @@ class Policy:
     def _decode(
         self, graph: ArchGraph, probs: np.ndarray, rng: np.random.Generator, greedy: bool
     ) -> TransformPlan:
+        allowed = set(ops.ACTION_SPACES[self.space])
         actions = {}
         for edge, p in zip(graph.edges, probs):
-            if greedy:
-                index = int(np.argmax(p))
-            else:
-                p = p / p.sum()
-                index = int(rng.choice(len(p), p=p))
+            # Belt and braces: only legal actions can be drawn, whatever the numbers say.
+            legal = np.array([a in edge.actions and a in allowed for a in ops.ACTIONS])
+            p = np.where(legal, np.nan_to_num(p, nan=0.0), 0.0)
+            if p.sum() <= 0:
+                actions[edge.id] = ops.KEEP
+                continue
+            index = int(np.argmax(p)) if greedy else int(rng.choice(len(p), p=p / p.sum()))
             actions[edge.id] = ops.ACTIONS[index]
         plan = repair(graph, TransformPlan(graph.name, graph.fingerprint(), actions, self.space))
         resolve(graph, plan)  # raises only on a bug: masks + repair make plans valid
