@@ -135,7 +135,7 @@ def main(argv: list[str]) -> None:
     images = next(iter(splits.test))[0][:4]
     loaded = tf.saved_model.load(os.fspath(result.export_dir))  # keep a reference: it owns the variables
     gap = float(np.max(np.abs(np.asarray(loaded.serve(images)) - np.asarray(new_model(images)))))
-    print(f"Exported to {result.export_dir} (SavedModel, plan.json, cost.json); serve() differs by {gap:.1e}.")
+    print(f"Exported to {result.export_dir} (SavedModel, plan.json, cost.json); serve() gap {gap:.1e}.")
 
 
 if __name__ == "__main__":
