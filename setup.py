@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     "test": [
         "pytest>=8",
+        "pytest-xdist>=3.5",
         "hypothesis>=6.100",
         "ruff>=0.6",
     ],
