@@ -145,7 +145,20 @@ def input_layer_name(tensor: Any) -> str | None:
 
 
 def clone_layer(layer: keras.Layer) -> keras.Layer:
-    """A fresh, unbuilt layer with the same config (no shared state)."""
+    """A fresh, unbuilt layer with the same config (no shared state).
+
+    A Lambda layer is rebuilt around its live function: its config holds the
+    function serialised, which Keras' safe mode refuses to load back.
+    """
+    if type(layer) is keras.layers.Lambda:
+        return keras.layers.Lambda(
+            layer.function,
+            output_shape=layer._output_shape,  # private: see module docstring
+            mask=layer.mask,
+            arguments=dict(layer.arguments),
+            name=layer.name,
+            dtype=layer.dtype_policy,
+        )
     return layer.__class__.from_config(layer.get_config())
 
 

@@ -52,19 +52,20 @@ class SkipPath:
             return
         half = c_out // 2
         self.conv1 = keras.layers.Conv2D(half, 1, strides=2, use_bias=False, name=f"{base}_conv1")
-        self.shift = keras.layers.Cropping2D(((1, 0), (1, 0)), name=f"{base}_shift")
+        # Shift by one pixel: pad first, then crop, so that a 1x1 map works too.
         self.pad = keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{base}_pad")
+        self.shift = keras.layers.Cropping2D(((1, 0), (1, 0)), name=f"{base}_shift")
         self.conv2 = keras.layers.Conv2D(half, 1, strides=2, use_bias=False, name=f"{base}_conv2")
         self.concat = keras.layers.Concatenate(name=f"{base}_concat")
         self.bn = keras.layers.BatchNormalization(name=f"{base}_bn")
-        self.layers = [self.conv1, self.shift, self.pad, self.conv2, self.concat, self.bn]
+        self.layers = [self.conv1, self.pad, self.shift, self.conv2, self.concat, self.bn]
 
     def __call__(self, x: Any, training: Any = None) -> Any:
         if self.identity:
             return x
         if self.stride == 1:
             return self.bn(self.conv(x), training=training)
-        right = self.conv2(self.pad(self.shift(x)))
+        right = self.conv2(self.shift(self.pad(x)))
         return self.bn(self.concat([self.conv1(x), right]), training=training)
 
 

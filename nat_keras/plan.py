@@ -267,10 +267,12 @@ def sample_random_plan(
 
 
 def repair(graph: ArchGraph, plan: TransformPlan) -> TransformPlan:
-    """Restore edges (to keep) so that every node keeps an input.
+    """Restore edges (to keep) so that the plan is a valid network.
 
-    For each node whose incoming edges would all be removed, the first
-    non-placeholder edge into it is kept again (placeholders stay null).
+    1. For each node whose incoming edges would all be removed, the first
+       non-placeholder edge into it is kept again (placeholders stay null).
+    2. For each model input that no longer reaches an output, the removed
+       edges on one path from it to a live node are kept again.
     """
     actions = dict(plan.actions)
     for node in graph.nodes:
@@ -282,4 +284,46 @@ def repair(graph: ArchGraph, plan: TransformPlan) -> TransformPlan:
         regular = [e for e in incoming if e.kind != PLACEHOLDER]
         if regular:
             actions.pop(regular[0].id, None)
+    live = _live_nodes(graph, actions)
+    for input_id in graph.inputs:
+        if input_id not in live and not all(e.kind == PLACEHOLDER for e in graph.out_edges(input_id)):
+            for edge_id in _path_to_live(graph, input_id, live):
+                actions.pop(edge_id, None)
+            live = _live_nodes(graph, actions)
     return dataclasses.replace(plan, actions=actions)
+
+
+def _live_nodes(graph: ArchGraph, actions: Mapping[str, str]) -> set[str]:
+    """Nodes that reach an output along edges that carry a value."""
+    live: set[str] = set()
+    stack = list(graph.outputs)
+    while stack:
+        node_id = stack.pop()
+        if node_id in live:
+            continue
+        live.add(node_id)
+        for edge in graph.in_edges(node_id):
+            if is_active(edge.kind, actions.get(edge.id, ops.KEEP)):
+                stack.append(edge.src)
+    return live
+
+
+def _path_to_live(graph: ArchGraph, start: str, live: set[str]) -> list[str]:
+    """Edge ids of a shortest path of original (non-placeholder) edges from
+    `start` to a live node."""
+    parent: dict[str, tuple[str, str] | None] = {start: None}
+    queue = [start]
+    while queue:
+        node_id = queue.pop(0)
+        if node_id in live and node_id != start:
+            path = []
+            while parent[node_id] is not None:
+                previous, edge_id = parent[node_id]
+                path.append(edge_id)
+                node_id = previous
+            return path
+        for edge in graph.out_edges(node_id):
+            if edge.kind != PLACEHOLDER and edge.dst not in parent:
+                parent[edge.dst] = (node_id, edge.id)
+                queue.append(edge.dst)
+    return []

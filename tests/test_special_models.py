@@ -1,0 +1,311 @@
+"""Models beyond a single-input functional chain: nested, shared layers, multi-I/O, Sequential.
+
+For each model: encode, keep-all rebuild with identical predictions, and 20
+random legal plans whose rebuilt models keep the input / output structure and
+shapes, run, respect the default Budget, and survive a `.keras` save / load
+(with no custom_objects: nat_keras registers the layers it emits).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import nat_keras
+
+NUM_PLANS = 20
+
+# ---------------------------------------------------------------------------
+# Model factories. Each has transformable edges, so random plans change things.
+
+
+def nested_model() -> keras.Model:
+    """A functional residual block and a Sequential block, each used once, inside a functional model."""
+    block_in = keras.Input((8, 8, 8))
+    y = keras.layers.Conv2D(8, 3, padding="same", name="res_conv1")(block_in)
+    y = keras.layers.BatchNormalization(name="res_bn1")(y)
+    y = keras.layers.ReLU(name="res_relu1")(y)
+    y = keras.layers.Conv2D(8, 3, padding="same", name="res_conv2")(y)
+    y = keras.layers.Add(name="res_add")([y, block_in])
+    res_block = keras.Model(block_in, y, name="res_block")
+    seq_block = keras.Sequential(
+        [
+            keras.Input((8, 8, 8)),
+            keras.layers.SeparableConv2D(8, 5, padding="same", name="seq_sep"),
+            keras.layers.BatchNormalization(name="seq_bn"),
+            keras.layers.Conv2D(16, 3, strides=2, padding="same", name="seq_conv"),
+        ],
+        name="seq_block",
+    )
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    x = res_block(x)
+    x = seq_block(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", name="after")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, keras.layers.Dense(4, name="logits")(x), name="nested")
+
+
+def shared_conv_model() -> keras.Model:
+    """One Conv2D layer object called twice on the main path (and plain convs around it)."""
+    shared = keras.layers.Conv2D(8, 3, padding="same", name="shared_conv")
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    x = shared(x)
+    y = keras.layers.Conv2D(8, 5, padding="same", name="mid1")(x)
+    y = keras.layers.BatchNormalization(name="mid1_bn")(y)
+    y = keras.layers.Conv2D(8, 3, padding="same", name="mid2")(y)
+    x = keras.layers.Add(name="add")([x, y])
+    x = shared(x)  # its output feeds the head: both calls always stay in the network
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="logits")(x), name="shared_conv_net")
+
+
+def shared_dense_model() -> keras.Model:
+    """One Dense layer object applied to two pooled branches, whose results are summed."""
+    shared = keras.layers.Dense(6, name="shared_dense")
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    a = keras.layers.Conv2D(8, 3, padding="same", name="branch_a")(x)
+    b = keras.layers.Conv2D(8, 5, padding="same", name="branch_b")(x)
+    a = shared(keras.layers.GlobalAveragePooling2D(name="gap_a")(a))
+    b = shared(keras.layers.GlobalMaxPooling2D(name="gmp_b")(b))
+    x = keras.layers.Add(name="add")([a, b])
+    return keras.Model(inputs, keras.layers.Dense(2, name="logits")(x), name="shared_dense_net")
+
+
+def _two_io_body(image: keras.KerasTensor, aux: keras.KerasTensor) -> tuple[keras.KerasTensor, ...]:
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(image)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="c1")(x)
+    x = keras.layers.BatchNormalization(name="c1_bn")(x)
+    x = keras.layers.ReLU(name="c1_relu")(x)
+    x = keras.layers.Conv2D(8, 5, padding="same", name="c2")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="c3")(x)
+    features = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    side = keras.layers.Dense(8, name="aux_dense")(aux)
+    joint = keras.layers.Concatenate(name="joint")([features, side])
+    return keras.layers.Dense(3, name="cls")(joint), keras.layers.Dense(1, name="reg")(features)
+
+
+def two_io_dict_model() -> keras.Model:
+    """Two inputs and two outputs, both given as dicts."""
+    image, aux = keras.Input((8, 8, 3), name="image"), keras.Input((5,), name="aux")
+    cls, reg = _two_io_body(image, aux)
+    return keras.Model({"image": image, "aux": aux}, {"cls": cls, "reg": reg}, name="two_io_dict")
+
+
+def two_io_list_model() -> keras.Model:
+    """Two inputs and two outputs, both given as lists."""
+    image, aux = keras.Input((8, 8, 3), name="image"), keras.Input((5,), name="aux")
+    cls, reg = _two_io_body(image, aux)
+    return keras.Model([image, aux], [cls, reg], name="two_io_list")
+
+
+def sequential_model() -> keras.Model:
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(8, 3, padding="same", name="stem"),
+            keras.layers.BatchNormalization(name="stem_bn"),
+            keras.layers.ReLU(name="stem_relu"),
+            keras.layers.Conv2D(8, 5, padding="same", name="c1"),
+            keras.layers.BatchNormalization(name="c1_bn"),
+            keras.layers.ReLU(name="c1_relu"),
+            keras.layers.DepthwiseConv2D(3, padding="same", name="dw"),
+            keras.layers.Conv2D(16, 3, strides=2, padding="same", name="c2"),
+            keras.layers.AveragePooling2D(3, strides=1, padding="same", name="pool"),
+            keras.layers.Conv2D(16, 3, padding="same", name="c3"),
+            keras.layers.GlobalAveragePooling2D(name="gap"),
+            keras.layers.Dense(4, name="logits"),
+        ],
+        name="sequential",
+    )
+
+
+FACTORIES = {
+    "nested": nested_model,
+    "shared_conv": shared_conv_model,
+    "shared_dense": shared_dense_model,
+    "two_io_dict": two_io_dict_model,
+    "two_io_list": two_io_list_model,
+    "sequential": sequential_model,
+}
+SHARED = {"shared_conv": "shared_conv", "shared_dense": "shared_dense"}
+
+
+# ---------------------------------------------------------------------------
+# Helpers.
+
+
+def _randomize_batchnorm(model: keras.Model, seed: int = 0) -> keras.Model:
+    """Non-trivial BN statistics, so that weight copying is actually checked."""
+    rng = np.random.default_rng(seed)
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            shapes = [w.shape for w in layer.get_weights()]
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, shapes[0]).astype("float32"),
+                    rng.normal(0, 0.1, shapes[1]).astype("float32"),
+                    rng.normal(0, 0.1, shapes[2]).astype("float32"),
+                    rng.uniform(0.5, 1.5, shapes[3]).astype("float32"),
+                ]
+            )
+    return model
+
+
+def _all_layers(model: keras.Model) -> list:
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found.extend(_all_layers(layer))
+    return found
+
+
+def _input_struct(model: keras.Model):
+    """The model's symbolic input(s): a tensor, list or dict (a Sequential has one)."""
+    return model.inputs[0] if isinstance(model, keras.Sequential) else model.input
+
+
+def _output_struct(model: keras.Model):
+    return model.outputs[0] if isinstance(model, keras.Sequential) else model.output
+
+
+def _inputs_for(model: keras.Model, seed: int = 0):
+    """A random batch with the structure of the model's inputs (tensor, list or dict)."""
+    rng = np.random.default_rng(seed)
+    return keras.tree.map_structure(
+        lambda t: rng.normal(size=(2, *t.shape[1:])).astype("float32"), _input_struct(model)
+    )
+
+
+def _predict(model: keras.Model, x):
+    return keras.tree.map_structure(keras.ops.convert_to_numpy, model(x, training=False))
+
+
+def _assert_same_predictions(a, b, atol: float = 1e-6) -> None:
+    keras.tree.assert_same_structure(a, b)
+    for left, right in zip(keras.tree.flatten(a), keras.tree.flatten(b)):
+        np.testing.assert_allclose(left, right, atol=atol)
+
+
+def _shapes(structure):
+    return keras.tree.map_structure(lambda t: tuple(t.shape), structure)
+
+
+@pytest.fixture(scope="module", params=sorted(FACTORIES))
+def case(request: pytest.FixtureRequest):
+    """(name, model, graph) per factory, built and encoded once for the module."""
+    keras.utils.set_random_seed(0)
+    model = _randomize_batchnorm(FACTORIES[request.param]())
+    return request.param, model, nat_keras.encode(model)
+
+
+# ---------------------------------------------------------------------------
+# Encode and keep-all.
+
+
+def test_encode_is_deterministic(case) -> None:
+    _, model, graph = case
+    assert nat_keras.encode(model) == graph
+    assert nat_keras.ArchGraph.from_json(graph.to_json()) == graph
+    assert graph.params == model.count_params()
+    assert graph.transformable_edges(), "the factory should leave something to transform"
+
+
+def test_keep_all_reproduces_predictions(case, tmp_path) -> None:
+    _, model, graph = case
+    new_model = nat_keras.apply_plan(model, nat_keras.TransformPlan.keep_all(graph))
+    x = _inputs_for(model)
+    _assert_same_predictions(_predict(new_model, x), _predict(model, x))
+    assert new_model.count_params() == model.count_params()
+    assert _shapes(_input_struct(new_model)) == _shapes(_input_struct(model))
+    assert _shapes(_output_struct(new_model)) == _shapes(_output_struct(model))
+    path = tmp_path / "keep_all.keras"
+    new_model.save(path)
+    _assert_same_predictions(_predict(keras.models.load_model(path), x), _predict(model, x))
+
+
+def test_nested_models_are_inlined() -> None:
+    graph = nat_keras.encode(nested_model())
+    ids = {e.id for e in graph.edges}
+    assert {"res_block/res_conv1", "res_block/res_conv2", "seq_block/seq_sep", "seq_block/seq_conv"} <= ids
+    assert graph.node("res_block/res_add").merge == "sum"
+    # Layers inside the nested models are transformable like any other.
+    assert graph.edge("res_block/res_conv1").transformable
+
+
+@pytest.mark.parametrize("name", sorted(SHARED))
+def test_shared_layer_edges_are_protected(name: str) -> None:
+    graph = nat_keras.encode(FACTORIES[name]())
+    layer = SHARED[name]
+    shared_edges = [e for e in graph.edges if any(n.split("@")[0] == layer for n in e.layers)]
+    assert len(shared_edges) == 2  # one edge per call
+    for edge in shared_edges:
+        assert edge.protected
+        assert edge.actions == ("keep",)
+        assert "shared" in edge.note
+    # Both calls share one set of weights: counted once, as count_params() does.
+    assert graph.params == FACTORIES[name]().count_params()
+
+
+# ---------------------------------------------------------------------------
+# Random legal plans.
+
+
+@pytest.mark.parametrize("seed", range(NUM_PLANS))
+def test_random_plans(case, seed: int, tmp_path) -> None:
+    name, model, graph = case
+    space = "nat" if seed % 2 else "nat++"
+    plan = nat_keras.sample_random_plan(graph, seed, space=space, change_prob=0.3 + 0.7 * (seed % 3) / 2)
+    plan.validate(graph)
+    weights_before = model.get_weights()
+    new_model = nat_keras.apply_plan(model, plan, graph=graph, budget=nat_keras.Budget())
+
+    assert _shapes(_input_struct(new_model)) == _shapes(_input_struct(model))
+    assert _shapes(_output_struct(new_model)) == _shapes(_output_struct(model))
+    x = _inputs_for(model, seed)
+    y = _predict(new_model, x)
+    keras.tree.assert_same_structure(y, _predict(model, x))
+    assert all(np.all(np.isfinite(v)) for v in keras.tree.flatten(y))
+
+    new_cost = nat_keras.cost(new_model)
+    assert nat_keras.Budget().allows(new_cost, nat_keras.cost(model))
+    assert nat_keras.plan_cost(graph, plan).params == new_model.count_params() == new_cost.params
+    assert nat_keras.plan_cost(graph, plan).macs == new_cost.macs
+
+    if name in SHARED:
+        # Still one layer object, called twice, in the rebuilt model.
+        shared = [layer for layer in new_model.layers if layer.name == SHARED[name]]
+        assert len(shared) == 1
+        assert len(shared[0]._inbound_nodes) == 2
+
+    path = tmp_path / f"{name}_{seed}.keras"
+    new_model.save(path)
+    loaded = keras.models.load_model(path)
+    _assert_same_predictions(_predict(loaded, x), y)
+
+    for old, new in zip(weights_before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+def second_input_shortcut_model() -> keras.Model:
+    """Input `b` reaches the network only through an identity edge into a sum."""
+    a, b = keras.Input((8, 8, 4), name="a"), keras.Input((8, 8, 4), name="b")
+    x = keras.layers.Conv2D(4, 3, padding="same", name="stem")(a)
+    x = keras.layers.Add(name="add")([x, b])
+    x = keras.layers.Conv2D(4, 3, padding="same", name="c1")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model([a, b], keras.layers.Dense(2, name="logits")(x), name="two_in_shortcut")
+
+
+def test_random_plans_keep_every_input_connected() -> None:
+    model = second_input_shortcut_model()
+    graph = nat_keras.encode(model)
+    for seed in range(5):
+        plan = nat_keras.sample_random_plan(graph, seed, change_prob=1.0)
+        plan.validate(graph)  # sample_random_plan promises a legal plan
+        nat_keras.apply_plan(model, plan, graph=graph)
