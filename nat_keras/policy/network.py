@@ -78,12 +78,15 @@ class PolicyNetwork(keras.Model):
         """
         del inputs
         edges, nodes = graph.edge_sets[EDGE_SET], graph.node_sets[NODE_SET]
+        # Numeric features scaled to about [0, 2]: raw log-costs reach ~20, and
+        # inputs that large make small weight updates swing the logits (the
+        # policy then collapses to one plan within a few steps).
         numeric_edge = tf.stack(
             [
-                edges["log_params"],
-                edges["log_macs"],
-                tf.cast(edges["stride"], tf.float32),
-                tf.cast(edges["kernel"], tf.float32),
+                edges["log_params"] / 10.0,
+                edges["log_macs"] / 10.0,
+                tf.cast(edges["stride"], tf.float32) / 2.0,
+                tf.cast(edges["kernel"], tf.float32) / 5.0,
                 tf.cast(edges["protected"], tf.float32),
             ],
             axis=-1,
@@ -101,7 +104,7 @@ class PolicyNetwork(keras.Model):
             )
         )
         numeric_node = tf.stack(
-            [nodes["log_size"], tf.math.log1p(tf.cast(nodes["channels"], tf.float32))], axis=-1
+            [nodes["log_size"] / 10.0, tf.math.log1p(tf.cast(nodes["channels"], tf.float32)) / 5.0], axis=-1
         )
         node_state = self.node_in(
             tf.concat([self.merge_embedding(nodes["merge_index"]), numeric_node], axis=-1)
