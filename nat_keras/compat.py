@@ -176,3 +176,14 @@ def clone_operation(operation: Any) -> Any:
 
 def map_structure(fn: Callable[[Any], Any], structure: Any) -> Any:
     return keras.tree.map_structure(fn, structure)
+
+
+def checkpointable_variables(model: keras.Model) -> dict[str, Any]:
+    """A model's variables as a dict `tf.train.Checkpoint` can track.
+
+    Keras 3 models built from lists or dicts of layers (supernets, the policy
+    GNN) expose no trackable children to `tf.train.Checkpoint`, which would
+    then silently save none of their weights. Keys are positions, so a
+    checkpoint restores into a model built the same way.
+    """
+    return {f"v{index:05d}": variable for index, variable in enumerate(model.weights)}

@@ -60,13 +60,15 @@ class SkipPath:
         self.bn = keras.layers.BatchNormalization(name=f"{base}_bn")
         self.layers = [self.conv1, self.pad, self.shift, self.conv2, self.concat, self.bn]
 
-    def __call__(self, x: Any, training: Any = None) -> Any:
+    def __call__(self, x: Any) -> Any:
+        # No explicit `training`: BN takes it from Keras' call context. Passing
+        # training=None would overwrite the context for every later layer.
         if self.identity:
             return x
         if self.stride == 1:
-            return self.bn(self.conv(x), training=training)
+            return self.bn(self.conv(x))
         right = self.conv2(self.shift(self.pad(x)))
-        return self.bn(self.concat([self.conv1(x), right]), training=training)
+        return self.bn(self.concat([self.conv1(x), right]))
 
 
 def replacement_layer(edge: Edge, target: str) -> keras.Layer:

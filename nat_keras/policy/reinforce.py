@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from nat_keras import compat
 from nat_keras.graph import ArchGraph
 from nat_keras.plan import TransformPlan
 from nat_keras.policy.policy import Policy
@@ -94,7 +95,7 @@ class Reinforce:
     def checkpoint_objects(self) -> dict[str, Any]:
         """What a tf.train.Checkpoint needs to resume the policy's learning."""
         return {
-            "policy": self.policy.network,
+            "policy": compat.checkpointable_variables(self.policy.network),
             "policy_optimizer": self.optimizer,
             "baseline": self.baseline,
             "baseline_ready": self.baseline_ready,

@@ -28,6 +28,7 @@ import numpy as np
 from nat_keras import compat, ops
 from nat_keras.emit import SkipPath, is_padding, layer_name, replacement_layer
 from nat_keras.encode import encode
+from nat_keras.errors import PlanError
 from nat_keras.graph import IDENTITY, MERGE_INPUT, MERGE_NONE, MERGE_SUM, PLACEHOLDER, ArchGraph, Edge
 from nat_keras.plan import TransformPlan, is_active, resolve, sample_random_plan
 from nat_keras.rebuild import apply_plan
@@ -39,9 +40,11 @@ _ACTION_INDEX = {action: i for i, action in enumerate(ops.ACTIONS)}
 
 @dataclasses.dataclass
 class _SourceRef:
-    """Holds the source model without Keras tracking its weights as ours."""
+    """Holds the source model (and its layers by clone key) without Keras
+    tracking their weights as the supernet's."""
 
     model: keras.Model
+    layers: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class ModelSupernet(Supernet):
@@ -77,7 +80,6 @@ class ModelSupernet(Supernet):
         self._calls = {c.name: c for c in traced.calls}
         self._input_keys = traced.inputs
         self._clones: dict[str, Any] = {}  # supernet layer name -> layer
-        self._source_of: dict[str, Any] = {}  # supernet layer name -> source layer
         allowed = set(ops.ACTION_SPACES[space])
         self.edge_actions: list[tuple[str, ...]] = [
             tuple(a for a in edge.actions if a in allowed) for edge in self.graph.edges
@@ -108,7 +110,7 @@ class ModelSupernet(Supernet):
                 clone = compat.clone_layer(layer)
                 if suffix:
                     clone.name = layer_name(layer.name + suffix)
-                self._source_of[key] = layer
+                self._source.layers[key] = layer
             else:  # a stateless keras op: a fresh copy, never the user's object
                 clone = compat.clone_operation(layer)
             self._clones[key] = clone
@@ -142,7 +144,7 @@ class ModelSupernet(Supernet):
             keras.ops.zeros((1, *t.shape[1:]), dtype=t.dtype) for t in compat.model_inputs(self._source.model)
         ]
         self._forward(dummies, arch=None)
-        for key, source in self._source_of.items():
+        for key, source in self._source.layers.items():
             self._clones[key].set_weights(source.get_weights())
         self.built = True
 
@@ -243,6 +245,11 @@ class ModelSupernet(Supernet):
     def arch_to_plan(self, arch: Any) -> TransformPlan:
         """The TransformPlan of an arch vector (PlanError if it is not valid)."""
         arch = self.check_arch(arch)
+        if arch.min() < 0 or arch.max() >= len(ops.ACTIONS):
+            raise PlanError(
+                f"Supernet {self.name!r}: arch values must index nat_keras.ops.ACTIONS "
+                f"(0..{len(ops.ACTIONS) - 1}), got {arch.min()}..{arch.max()}."
+            )
         actions = {e.id: ops.ACTIONS[int(a)] for e, a in zip(self.graph.edges, arch)}
         return TransformPlan.from_actions(self.graph, actions, space=self.space)
 
@@ -273,7 +280,11 @@ class ModelSupernet(Supernet):
         source = self._source.model
         model = apply_plan(source, plan, graph=self.graph, name=f"{source.name}_nat")
         present = {layer.name for layer in model.layers}
-        pairs = [(self._source_of[key].name, clone) for key, clone in self._clones.items() if "__" not in key]
+        pairs = [
+            (self._source.layers[key].name, clone)
+            for key, clone in self._clones.items()
+            if "__" not in key and key in self._source.layers
+        ]
         resolution = resolve(self.graph, plan)
         for edge in self.graph.edges:
             action = resolution.actions[edge.id]

@@ -3,10 +3,15 @@
 Each step draws an input architecture, runs one batch through the supernet
 with only that architecture's ops, and updates the shared weights with SGD
 (momentum, coupled weight decay as in the paper's PyTorch code, gradient
-clipping as in DARTS). The step runs under the `tf.distribute` strategy the
-supernet was built in; progress goes to a Keras Progbar and TensorBoard; state
-(weights, optimizer slots, step) to a `tf.train.CheckpointManager`, so a killed
-run resumes where its last checkpoint left it.
+clipping as in DARTS). Gradients are summed over replicas before decay and
+clipping; BN statistics are averaged over replicas after each step. Ops the
+architecture did not run get no weight decay, but SGD momentum still moves
+them (PyTorch would leave them alone; TF gives them zero gradients).
+
+The step runs under the `tf.distribute` strategy the supernet was built in;
+progress goes to a Keras Progbar and TensorBoard; state (weights, optimizer
+slots, step) to a `tf.train.CheckpointManager`, so a killed run resumes where
+its last checkpoint left it.
 
 Example:
   >>> strategy = tf.distribute.MirroredStrategy()
@@ -26,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from nat_keras import compat
 from nat_keras.supernet.base import Supernet
 
 
@@ -95,7 +101,9 @@ class SupernetTrainer:
             self.optimizer.build(supernet.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="supernet_step")
         self.directory = None if directory is None else os.fspath(directory)
-        self._checkpoint = tf.train.Checkpoint(supernet=supernet, optimizer=self.optimizer, step=self.step)
+        self._checkpoint = tf.train.Checkpoint(
+            supernet=compat.checkpointable_variables(supernet), optimizer=self.optimizer, step=self.step
+        )
         self._manager = None
         self._writer = None
         if self.directory is not None:
@@ -113,34 +121,48 @@ class SupernetTrainer:
         """The checkpoint this trainer restored, if any."""
         return self._manager.latest_checkpoint if self._manager is not None else None
 
-    def _replica_step(self, images: tf.Tensor, labels: tf.Tensor, arch: tf.Tensor, global_batch: tf.Tensor):
+    def _replica_step(self, images: tf.Tensor, labels: tf.Tensor, arch: tf.Tensor):
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync
+        # The global batch across replicas and workers (the last batch may be short).
+        global_batch = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.shape(labels)[0])
         variables = self.supernet.trainable_variables
         with tf.GradientTape() as tape:
             logits = self.supernet(images, arch=arch, training=True)
             per_example = self._loss(labels, logits)
             loss = tf.reduce_sum(per_example) / tf.cast(global_batch, per_example.dtype)
         grads = tape.gradient(loss, variables)
+        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+        # Sum over replicas first, so decay and clipping see the true gradient.
+        grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        # Weight decay only on the ops this architecture ran (their gradient is
+        # not exactly zero), as PyTorch skips parameters without a gradient.
         grads = [
-            g + self.config.weight_decay * v if g is not None else None for g, v in zip(grads, variables)
+            g + self.config.weight_decay * v * tf.cast(tf.reduce_any(g != 0), v.dtype)
+            for g, v in zip(grads, variables)
         ]
-        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
         if self.config.clip_norm is not None:
-            clipped, _ = tf.clip_by_global_norm([g for g, _ in pairs], self.config.clip_norm)
-            pairs = list(zip(clipped, [v for _, v in pairs]))
-        self.optimizer.apply_gradients(pairs)
+            grads, _ = tf.clip_by_global_norm(grads, self.config.clip_norm)
+        # The optimizer sums gradients over replicas again: hand it 1/N each.
+        self.optimizer.apply_gradients([(g / replicas, v) for g, v in zip(grads, variables)])
+        if replicas > 1:
+            # Keras 3 BN statistics are per-replica variables: keep them equal.
+            for variable in self.supernet.non_trainable_variables:
+                variable.assign(context.all_reduce(tf.distribute.ReduceOp.MEAN, tf.identity(variable)))
         predicted = tf.argmax(logits, axis=-1, output_type=tf.int64)
         correct = tf.reduce_sum(tf.cast(tf.equal(predicted, tf.cast(labels, tf.int64)), tf.float32))
-        return loss, correct
+        return loss, correct, tf.cast(global_batch, tf.float32)
 
     def _make_train_step(self):
         @tf.function
-        def train_step(batch, arch, global_batch):
+        def train_step(batch, arch):
             images, labels = batch
-            loss, correct = self.strategy.run(self._replica_step, args=(images, labels, arch, global_batch))
+            loss, correct, seen = self.strategy.run(self._replica_step, args=(images, labels, arch))
             loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
             correct = self.strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None)
+            seen = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, seen, axis=None)  # same on all replicas
             self.step.assign_add(1)
-            return loss, correct
+            return loss, correct, seen
 
         return train_step
 
@@ -173,10 +195,9 @@ class SupernetTrainer:
         iterator = iter(data)
         for step in range(start, steps):
             batch = next(iterator)
-            global_batch = _global_batch_size(batch, self.strategy)
             arch = tf.constant(self.arch_for_step(step))
-            loss, correct = self._train_step(batch, arch, tf.constant(global_batch, tf.int64))
-            loss, correct = float(loss), float(correct)
+            loss, correct, seen = self._train_step(batch, arch)
+            loss, correct, global_batch = float(loss), float(correct), int(seen)
             total_loss += loss
             total_correct += correct
             total_seen += global_batch
@@ -191,10 +212,3 @@ class SupernetTrainer:
                 progbar.update(done, [("loss", loss), ("accuracy", correct / global_batch)])
         run = steps - start
         return {"loss": total_loss / run, "accuracy": total_correct / max(total_seen, 1), "steps_run": run}
-
-
-def _global_batch_size(batch: Any, strategy: tf.distribute.Strategy) -> int:
-    labels = batch[1]
-    if isinstance(labels, tf.distribute.DistributedValues):
-        return int(sum(t.shape[0] for t in strategy.experimental_local_results(labels)))
-    return int(labels.shape[0])
