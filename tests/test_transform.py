@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import keras
 import numpy as np
 import pytest
 
 import nat_keras
-from nat_keras.policy import Policy, ReinforceConfig
+from nat_keras.policy import Policy, ReinforceConfig, default_policy
+from nat_keras.policy.policy import DEFAULT_POLICY_DIR
 from nat_keras.search import SearchConfig
 
 TINY_SEARCH = SearchConfig(epochs=2, weight_steps=3, policy_steps=2, reinforce=ReinforceConfig(num_samples=2))
@@ -91,3 +94,26 @@ def test_a_model_with_nothing_to_transform_returns_an_equal_copy(capsys):
 def test_bad_data_is_a_clear_error():
     with pytest.raises(TypeError, match=r"NatSplits or a tf\.data\.Dataset"):
         nat_keras.transform(_small_resnet(), data=[1, 2, 3], policy=Policy(seed=0), verbose=0)
+
+
+@pytest.mark.parametrize("space", ["nat", "nat++"])
+def test_transform_without_data_uses_the_shipped_default_policy(space):
+    model = nat_keras.models.resnet20()
+    graph = nat_keras.encode(model)
+    new = nat_keras.transform(model, space=space, verbose=0)
+    report = new.nat_report
+    assert report.plan == default_policy(space=space).sample(graph, greedy=True)
+    assert set(report.plan.actions.values()) <= set(nat_keras.ops.ACTION_SPACES[space])
+    assert nat_keras.Budget().allows(report.cost_after, report.cost_before)
+    assert new.count_params() == report.cost_after.params
+    assert new.output_shape == model.output_shape and "greedy" in report.message
+
+
+def test_default_policy_ships_inside_the_package():
+    policy = default_policy()
+    assert os.path.dirname(DEFAULT_POLICY_DIR).endswith(os.path.join("nat_keras", "assets"))
+    assert (
+        sum(os.path.getsize(os.path.join(DEFAULT_POLICY_DIR, f)) for f in os.listdir(DEFAULT_POLICY_DIR))
+        < 5e6
+    )
+    assert policy.space == "nat++"
