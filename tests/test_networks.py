@@ -95,3 +95,14 @@ def test_random_legal_plans_rebuild_run_and_save(name, tmp_path):
         np.testing.assert_allclose(np.asarray(reloaded(x)), y, rtol=1e-5, atol=1e-5)
         path.unlink()
         keras.backend.clear_session(free_memory=False)
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_transform_with_the_default_policy(name):
+    model, graph = network(name)
+    new = nat_keras.transform(model, verbose=0)
+    report = new.nat_report
+    assert report.graph == graph and new.output_shape == model.output_shape
+    assert nat_keras.Budget().allows(report.cost_after, report.cost_before)
+    assert new.count_params() == report.cost_after.params
+    assert np.isfinite(np.asarray(new(images()))).all()

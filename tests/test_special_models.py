@@ -309,3 +309,22 @@ def test_random_plans_keep_every_input_connected() -> None:
         plan = nat_keras.sample_random_plan(graph, seed, change_prob=1.0)
         plan.validate(graph)  # sample_random_plan promises a legal plan
         nat_keras.apply_plan(model, plan, graph=graph)
+
+
+@pytest.mark.parametrize("space", ["nat", "nat++"])
+def test_transform_with_the_default_policy(case, space) -> None:
+    """nat_keras.transform works on each special model: a new model, same I/O, within budget."""
+    _, model, _ = case
+    before = _weights_of(model)
+    new = nat_keras.transform(model, space=space, verbose=0)
+    report = new.nat_report
+    assert _shapes(_output_struct(new)) == _shapes(_output_struct(model))
+    assert nat_keras.Budget().allows(report.cost_after, report.cost_before)
+    assert new.count_params() == report.cost_after.params
+    _predict(new, _inputs_for(model))
+    for a, b in zip(before, _weights_of(model)):
+        np.testing.assert_array_equal(a, b)
+
+
+def _weights_of(model: keras.Model) -> list[np.ndarray]:
+    return [np.array(w) for w in model.get_weights()]
