@@ -187,3 +187,22 @@ def checkpointable_variables(model: keras.Model) -> dict[str, Any]:
     checkpoint restores into a model built the same way.
     """
     return {f"v{index:05d}": variable for index, variable in enumerate(model.weights)}
+
+
+def functional_switch_case(index: Any, branches: Any) -> Any:
+    """`tf.switch_case`, kept as a functional Case op (not lowered to Switch / Merge).
+
+    Lowered, every branch of every switch is inlined into one graph, which
+    makes the first trace of a cell supernet step several times slower. The
+    flag is only reachable through TF's private cond_v2 (stable since TF 2.2);
+    without it this falls back to `tf.switch_case`.
+    """
+    import tensorflow as tf
+
+    try:
+        from tensorflow.python.ops import cond_v2  # private: see module docstring
+    except ImportError:  # pragma: no cover - a TF without it still works, traces slower
+        cond_v2 = None
+    if tf.executing_eagerly() or cond_v2 is None:
+        return tf.switch_case(index, list(branches))
+    return cond_v2.indexed_case(tf.convert_to_tensor(index), list(branches), lower_using_switch_merge=False)

@@ -27,9 +27,20 @@ where cell 0 is normal and 1 is reduce, input is 0 (c_{k-2}), 1 (c_{k-1}) or
 2 + m (node m < node), and op indexes `op_list`. So `arch.reshape(-1, 2)`
 lists `genotype.normal + genotype.reduce`, and `genotype_to_arch` /
 `arch_to_genotype` are exact inverses. A per-DAG-edge op vector cannot hold
-two entries on one edge, hence pairs. Every slot is one `keras.ops.switch`
-(`tf.switch_case`) over its (input, op) pairs, so only the chosen op runs and
-changing the arch needs no retrace.
+two entries on one edge, hence pairs.
+
+How it runs. Per node, one switch of identities picks both slots' input
+states; each slot then runs one switch over the op list (`tf.switch_case`,
+kept a functional Case op), so only the chosen op runs and a new arch needs
+no retrace. The weights of every op on every edge into a node are packed by
+edge (`_NodeOps`); a slot takes its edge's row with a one-hot product, and
+the op bodies are traced once per shape and shared by all slots. Inference
+computes exactly what the standalone layers compute. In training the BNs run
+fused and the chosen edge's moving statistics move after the switch; the
+moving variance takes the unbiased batch variance, as the authors' PyTorch BN
+does (Keras' BN takes the biased one). On 2 CPU cores the paper's supernet
+traces and sets up its first training step in ~40 s; a step then costs
+~1.05-1.15x that of the extracted network (benchmarks/cell_supernet_step.py).
 
 Cell outputs. concat="full" (DARTS) concatenates every intermediate node.
 concat="loose_end" (ENAS) keeps the channel count fixed and multiplies the
@@ -63,7 +74,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nat_keras import ops
+from nat_keras import compat, ops
 from nat_keras.graph import PLACEHOLDER, UNIT, ArchGraph
 from nat_keras.plan import TransformPlan
 from nat_keras.search_space.genotypes import (
@@ -91,11 +102,6 @@ from nat_keras.search_space.operations import (
 )
 from nat_keras.search_space.sampler import sample_genotype
 from nat_keras.supernet.base import Supernet
-
-try:  # only for _switch's lowering flag; see there
-    from tensorflow.python.ops import cond_v2 as _cond_v2
-except ImportError:  # pragma: no cover - a TF without it still works, traces slower
-    _cond_v2 = None
 
 CONCAT_RULES = ("full", "loose_end")
 _OP_LIST_ALIASES = {"natpp": "nat++"}
@@ -477,20 +483,6 @@ class _NodeOps(keras.layers.Layer):
         return values
 
 
-def _switch(index: Any, branches: Sequence[Callable[[], Any]]) -> Any:
-    """`tf.switch_case`, kept as a functional Case op (not lowered to Switch / Merge).
-
-    Lowered, every branch of every slot is inlined into one graph that
-    Grappler optimises before the first step (minutes for the paper's
-    supernet); kept functional, a branch is set up when it first runs. The
-    flag is only reachable through TF's private cond_v2 (stable since TF 2.2);
-    without it this falls back to `tf.switch_case`.
-    """
-    if tf.executing_eagerly() or _cond_v2 is None:
-        return tf.switch_case(index, list(branches))
-    return _cond_v2.indexed_case(tf.convert_to_tensor(index), list(branches), lower_using_switch_merge=False)
-
-
 class CellSupernet(Supernet):
     """The weight-sharing supernet over NAT's cell space.
 
@@ -752,7 +744,7 @@ class CellSupernet(Supernet):
 
             return run
 
-        outputs = _switch(
+        outputs = compat.functional_switch_case(
             in_group * num_ops + op, [branch(g, k) for g in range(len(groups)) for k in range(num_ops)]
         )
         outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
