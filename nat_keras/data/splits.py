@@ -155,19 +155,25 @@ def _build_parts(
     }
 
 
-def _load_digits(config: DataConfig) -> NatSplits:
-    spec = config.spec
-    arrays = digits_lib.load_digits_arrays(image_size=config.resolved_image_size)
-    mean, std = arrays.channel_stats()
-    preprocessing = Preprocessing(
+def _preprocessing(config: DataConfig, mean: Any, std: Any, **options: Any) -> Preprocessing:
+    """The per-example preprocessing `config` asks for, normalised with (mean, std)."""
+    return Preprocessing(
         image_size=config.resolved_image_size,
-        crop=spec.crop,
+        crop=config.spec.crop,
         crop_padding=config.crop_padding,
         flip=config.resolved_flip,
         cutout=config.cutout,
         mean=mean if config.normalize else None,
         std=std if config.normalize else None,
+        **options,
     )
+
+
+def _load_digits(config: DataConfig) -> NatSplits:
+    spec = config.spec
+    arrays = digits_lib.load_digits_arrays(image_size=config.resolved_image_size)
+    mean, std = arrays.channel_stats()
+    preprocessing = _preprocessing(config, mean, std)
     mask = weight_mask(len(arrays.y_train), weight_fraction=config.weight_fraction, seed=config.seed)
 
     def slices(images: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:
@@ -200,14 +206,10 @@ def _load_tfds(config: DataConfig) -> NatSplits:
     builder = tfds_source.prepared_builder(config)
     train, num_train = tfds_source.read_split(builder, spec.train_split)
     test, num_test = tfds_source.read_split(builder, spec.test_split)
-    preprocessing = Preprocessing(
-        image_size=config.resolved_image_size,
-        crop=spec.crop,
-        crop_padding=config.crop_padding,
-        flip=config.resolved_flip,
-        cutout=config.cutout,
-        mean=spec.mean if config.normalize else None,
-        std=spec.std if config.normalize else None,
+    preprocessing = _preprocessing(
+        config,
+        spec.mean,
+        spec.std,
         # Small images are decoded once and cached; ImageNet's are decoded by
         # the crop itself, which reads only the crop window.
         decode=tfds_source.decode_image_fn(builder) if spec.crop == "pad" else None,
