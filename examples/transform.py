@@ -120,6 +120,9 @@ def main(argv: list[str]) -> None:
 
     if _FINE_TUNE.value:  # a fair comparison: the source gets the same extra epochs
         model.fit(splits.train, epochs=_FINE_TUNE.value, verbose=0)
+    # ... and the same BN recalibration `transform` gave the new model.
+    with strategy.scope():
+        nat_keras.recalibrate(model, nat_keras.batchnorm.calibration_images(splits.weights))
     _, source_accuracy = model.evaluate(splits.test, verbose=0)
     with strategy.scope():
         _compile(new_model)

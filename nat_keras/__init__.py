@@ -19,10 +19,12 @@ _keras_env.prepare()
 
 # The public API, flat. Imported after the environment is prepared.
 from nat_keras import (
+    batchnorm,
     data,
     layers,
     models,
 )
+from nat_keras.batchnorm import recalibrate
 from nat_keras.costing import Budget, Cost, cost, plan_cost
 from nat_keras.encode import encode
 from nat_keras.errors import (
@@ -54,6 +56,7 @@ __all__ = [
     "TransformReport",
     "UnsupportedModelError",
     "apply_plan",
+    "batchnorm",
     "cost",
     "data",
     "encode",
@@ -63,6 +66,7 @@ __all__ = [
     "layers",
     "models",
     "plan_cost",
+    "recalibrate",
     "sample_random_plan",
     "transform",
 ]

@@ -174,6 +174,11 @@ def clone_operation(operation: Any) -> Any:
         return operation
 
 
+def all_layers(model: keras.Model) -> list[Any]:
+    """Every layer inside `model`, nested models' and subclassed models' included."""
+    return list(model._flatten_layers(include_self=False, recursive=True))  # private: see module docstring
+
+
 def map_structure(fn: Callable[[Any], Any], structure: Any) -> Any:
     return keras.tree.map_structure(fn, structure)
 

@@ -6,6 +6,8 @@ the given `tf.distribute` strategy), supernet weights and policy are trained
 alternately (40% / 60% of the data), `num_candidates` plans are sampled and
 the best by supernet accuracy on held-out policy data is kept, and the model
 is rebuilt: kept layers carry the source weights, new layers the supernet's.
+Its BN statistics are then recalibrated on training images (after the
+optional fine-tuning), since ops upstream of kept BNs may have changed.
 Every returned plan meets the cost budget.
 
 Example:
@@ -23,6 +25,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from nat_keras.batchnorm import recalibrate
 from nat_keras.costing import Budget, Cost, cost, plan_cost
 from nat_keras.encode import encode
 from nat_keras.graph import ArchGraph
@@ -98,7 +101,8 @@ def transform(
       space: "nat" (keep / skip / none) or "nat++" (also cheaper ops).
       budget: cost budget relative to `model` (default: Budget()).
       strategy: tf.distribute strategy for the supernet and fine-tuning.
-      num_candidates: plans sampled and scored at the end (with data).
+      num_candidates: plans sampled and scored at the end (with data); the
+        source itself is scored too and kept when no plan beats it.
       greedy: decode the policy's most likely plan instead of sampling.
       seed: seeds sampling.
       search_config: a `nat_keras.search.SearchConfig` (with data).
@@ -190,7 +194,10 @@ def _transform_with_data(
     plan, candidates = derive(
         environment, policy, graph, num_candidates=num_candidates, greedy=greedy, seed=seed, budget=budget
     )
-    accuracy_before = environment.score(graph, TransformPlan.keep_all(graph, space=space))
+    keep = TransformPlan.keep_all(graph, space=space)
+    accuracy_before = dict(candidates).get(keep)
+    if accuracy_before is None:
+        accuracy_before = environment.score(graph, keep)
     arch = supernet.plan_to_arch(plan)
     with strategy.scope():
         result = apply_plan(model, plan, graph=graph, budget=budget)
@@ -203,8 +210,14 @@ def _transform_with_data(
                 metrics=["accuracy"],
             )
         result.fit(train_data, epochs=fine_tune_epochs, verbose=verbose, shuffle=False)  # data is shuffled
+    if environment.calibration is not None:
+        with strategy.scope():
+            recalibrate(result, environment.calibration)
     before, after = cost(graph), plan_cost(graph, plan)
-    message = _summary(model.name, plan, graph, before, after, f"the best of {num_candidates} searched plans")
+    how = f"the best of {num_candidates} searched plans"
+    if not plan.actions:
+        how += " (none scored above the source on held-out data, so it is returned unchanged)"
+    message = _summary(model.name, plan, graph, before, after, how)
     report = TransformReport(
         model.name,
         plan,

@@ -173,18 +173,31 @@ def derive(
     greedy: bool = False,
     seed: Any = 0,
     budget: Any = None,
+    include_input: bool = True,
 ) -> tuple[TransformPlan, list[tuple[TransformPlan, float]]]:
     """Pick the final plan: the best of `num_candidates` sampled plans by the
     environment's score (supernet accuracy on held-out data, never the test
     split), or the greedy plan.
 
+    With `include_input`, the input architecture itself (the keep-all plan)
+    is scored as well and wins ties, so a search whose plans all score below
+    the input returns the input unchanged rather than a worse model.
+
     Returns:
       The chosen plan and every (candidate, score), best first.
+
+    Example:
+      >>> plan, scored = derive(env, policy, graph, num_candidates=10)
+      >>> scored[0] == (plan, max(score for _, score in scored))
+      True
     """
     if greedy:
-        plan = policy.sample(graph, greedy=True, budget=budget)
-        return plan, [(plan, environment.score(graph, plan))]
-    candidates = policy.sample_many(graph, num_candidates, seed=seed, budget=budget)
+        candidates = [policy.sample(graph, greedy=True, budget=budget)]
+    else:
+        candidates = policy.sample_many(graph, num_candidates, seed=seed, budget=budget)
+    if include_input:
+        candidates.insert(0, TransformPlan.keep_all(graph, space=policy.space))
     unique = list(dict.fromkeys(candidates))  # sampled plans often repeat
+    # A stable sort: among equal scores the earlier candidate (the input) stays first.
     scored = sorted(((p, environment.score(graph, p)) for p in unique), key=lambda pair: -pair[1])
     return scored[0][0], scored

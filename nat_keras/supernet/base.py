@@ -10,17 +10,22 @@ Example:
   >>> logits = supernet(images, arch=arch, training=False)
   >>> supernet.accuracy(arch, (images, labels))
   0.11
+  >>> supernet.accuracy(arch, (images, labels), calibration=train_images[:256])
+  0.87
   >>> standalone = supernet.extract(arch)   # same predictions, plain Keras layers
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from nat_keras.batchnorm import BatchNormCalibration
 
 
 class Supernet(keras.Model, abc.ABC):
@@ -54,12 +59,26 @@ class Supernet(keras.Model, abc.ABC):
         predicted = tf.argmax(logits, axis=-1, output_type=tf.int64)
         return tf.reduce_sum(tf.cast(tf.equal(predicted, tf.cast(labels, tf.int64)), tf.int64))
 
-    def accuracy(self, arch: Any, data: Any) -> float:
+    @property
+    def batch_norm_calibration(self) -> BatchNormCalibration:
+        """Sets the BN statistics for one architecture (see `nat_keras.batchnorm`)."""
+        if getattr(self, "_calibration", None) is None:
+            self._calibration = BatchNormCalibration(self)
+        return self._calibration
+
+    def accuracy(self, arch: Any, data: Any, *, calibration: Any = None) -> float:
         """Top-1 accuracy of `arch` in inference mode, for NAT's rewards.
+
+        The BN moving statistics are shared by every architecture the
+        supernet trains, so they fit none of them well; pass `calibration`
+        images (a few hundred from the weight split) to measure `arch` with
+        its own statistics. The shared ones are restored afterwards.
 
         Args:
           arch: the architecture (see `arch_size`).
           data: one `(images, labels)` batch, or a tf.data.Dataset of them.
+          calibration: images whose batch statistics under `arch` the BNs
+            take while measuring; None measures with the shared statistics.
 
         Returns:
           The fraction of examples classified correctly.
@@ -67,11 +86,17 @@ class Supernet(keras.Model, abc.ABC):
         arch = tf.constant(self.check_arch(arch))
         batches = [data] if isinstance(data, (tuple, list)) else data
         correct = total = 0
-        for images, labels in batches:
-            correct += int(
-                self._count_correct(tf.convert_to_tensor(images), tf.convert_to_tensor(labels), arch)
-            )
-            total += int(np.shape(labels)[0])
+        calibrated = (
+            contextlib.nullcontext()
+            if calibration is None
+            else self.batch_norm_calibration.calibrated(calibration, arch=arch)
+        )
+        with calibrated:
+            for images, labels in batches:
+                correct += int(
+                    self._count_correct(tf.convert_to_tensor(images), tf.convert_to_tensor(labels), arch)
+                )
+                total += int(np.shape(labels)[0])
         if total == 0:
             raise ValueError(f"Supernet {self.name!r}: accuracy() got no examples.")
         return correct / total

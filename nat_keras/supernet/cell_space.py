@@ -362,6 +362,8 @@ class _NodeOps(keras.layers.Layer):
         super().__init__(**kwargs)
         self.op_list, self.channels, self.strides, self.count = tuple(op_list), channels, strides, count
         self.pool_bn = pool_bn
+        # Read when a step is traced, like a Keras BN's (see nat_keras.batchnorm).
+        self.momentum = BN_MOMENTUM
         # op -> (kernel pieces, BN pieces); P and S are the packed widths.
         layout: dict[str, tuple[list[_Piece], list[_Piece]]] = {}
         width = stats = 0
@@ -455,7 +457,7 @@ class _NodeOps(keras.layers.Layer):
         """
         chosen = tf.logical_and(tf.expand_dims(onehot, 1) > 0, columns[None, :])
         for variable, batch in ((self.moving_mean, means), (self.moving_variance, variances)):
-            moved = variable * BN_MOMENTUM + batch[None, :] * (1.0 - BN_MOMENTUM)
+            moved = variable * self.momentum + batch[None, :] * (1.0 - self.momentum)
             variable.assign(tf.where(chosen, moved, variable))
 
     def stats_columns(self) -> np.ndarray:

@@ -56,7 +56,12 @@ class ModelSupernet(Supernet):
       model: the source Keras 3 model (not modified).
       graph: its ArchGraph, if already encoded.
       space: "nat" (keep / skip / none) or "nat++" (also cheaper ops).
-      change_prob: the chance that `sample_arch` changes an edge.
+      change_prob: the chance that `sample_arch` changes an edge, i.e. how
+        far from the source model the architectures that train the shared
+        weights stray. Kept small because the policy's plans stay near the
+        source: on digits after 400 steps at 0.15, architectures with 5% of
+        edges changed scored 0.97-0.99 (source 0.99), with 50% changed
+        0.11-0.19, and training at 0.5 had cost the source 15 points.
       name: the supernet's name.
     """
 
@@ -66,7 +71,7 @@ class ModelSupernet(Supernet):
         *,
         graph: ArchGraph | None = None,
         space: str = "nat++",
-        change_prob: float = 0.5,
+        change_prob: float = 0.15,
         name: str | None = None,
     ):
         super().__init__(name=name or f"{model.name}_supernet")
