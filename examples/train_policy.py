@@ -39,6 +39,10 @@ _POLICY_STEPS = flags.DEFINE_integer("policy_steps", 10, "Policy steps per epoch
 _INPUTS = flags.DEFINE_integer("inputs", 2, "Input architectures per policy step (m).")
 _SAMPLES = flags.DEFINE_integer("samples", 4, "Plans per input architecture (n).")
 _LR = flags.DEFINE_float("learning_rate", 3e-4, "Policy learning rate (the paper: 3e-4).")
+_ENTROPY = flags.DEFINE_float(
+    "entropy_weight", 0.003, "Entropy bonus (the paper: 0.003); it is summed over edges, rewards are not."
+)
+_KEEP_PRIOR = flags.DEFINE_float("keep_prior", 0.9, "The policy's initial probability of keep per edge.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed.")
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "Checkpoints and TensorBoard logs (resumable).")
 _OUTPUT_DIR = flags.DEFINE_string(
@@ -75,13 +79,16 @@ def main(argv: list[str]) -> None:
     environment = SupernetEnvironment(
         supernet, weights_data=splits.weights, reward_data=splits.policy, trainer=trainer
     )
-    policy = Policy(space="nat++", seed=_SEED.value)
+    policy = Policy(space="nat++", seed=_SEED.value, keep_prior=_KEEP_PRIOR.value)
     config = SearchConfig(
         epochs=_EPOCHS.value,
         weight_steps=_WEIGHT_STEPS.value,
         policy_steps=_POLICY_STEPS.value,
         reinforce=ReinforceConfig(
-            learning_rate=_LR.value, num_inputs=_INPUTS.value, num_samples=_SAMPLES.value
+            learning_rate=_LR.value,
+            num_inputs=_INPUTS.value,
+            num_samples=_SAMPLES.value,
+            entropy_weight=_ENTROPY.value,
         ),
         seed=_SEED.value,
     )
@@ -95,11 +102,12 @@ def main(argv: list[str]) -> None:
     policy.save(_OUTPUT_DIR.value)
     seconds = time.perf_counter() - start
     final = float(np.mean(history.reward[-5:])) if history.reward else float("nan")
+    # Every setting that differs from its default, so the command reproduces the run.
+    settings = (_DATASET, _IMAGE_SIZE, _CELLS, _CHANNELS, _NODES, _EPOCHS, _WEIGHT_STEPS, _POLICY_STEPS,
+                _INPUTS, _SAMPLES, _LR, _ENTROPY, _KEEP_PRIOR, _SEED)  # fmt: skip
     summary = {
         "command": "python examples/train_policy.py "
-        + " ".join(
-            f"--{f}={flags.FLAGS[f].value}" for f in ("epochs", "weight_steps", "policy_steps", "seed")
-        ),
+        + " ".join(f"--{h.name}={h.value}" for h in settings if h.value != h.default or h is _SEED),
         "seconds": round(seconds),
         "final_mean_reward": final,
         "reward_per_epoch": [round(r, 4) for r in history.reward],

@@ -25,9 +25,11 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from nat_keras import compat
 from nat_keras.batchnorm import recalibrate
 from nat_keras.costing import Budget, Cost, cost, plan_cost
 from nat_keras.encode import encode
+from nat_keras.errors import UnsupportedModelError
 from nat_keras.graph import ArchGraph
 from nat_keras.plan import TransformPlan
 from nat_keras.rebuild import apply_plan
@@ -95,8 +97,10 @@ def transform(
     Args:
       model: a Keras 3 functional or Sequential model.
       data: None (use the policy as it is), a `nat_keras.data.NatSplits`, or
-        a tf.data.Dataset of (images, labels) training batches (split 40% /
-        60% by batch for supernet weights / rewards).
+        a tf.data.Dataset of (inputs, labels) training batches (split 40% /
+        60% by batch for supernet weights / rewards). With data, the model
+        must be a classifier with one output of logits (any number of
+        inputs: `inputs` then has the structure the model takes).
       policy: a `nat_keras.policy.Policy`; default: the shipped default policy.
       space: "nat" (keep / skip / none) or "nat++" (also cheaper ops).
       budget: cost budget relative to `model` (default: Budget()).
@@ -171,6 +175,13 @@ def _transform_with_data(
     from nat_keras.supernet import ModelSupernet
     from nat_keras.supernet.trainer import SupernetTrainer
 
+    outputs = compat.model_outputs(model)
+    if len(outputs) != 1:
+        raise UnsupportedModelError(
+            f"Model {model.name!r} has {len(outputs)} outputs; transform(data=...) trains the supernet "
+            "with a classification loss and scores plans by the top-1 accuracy of one output of logits. "
+            "Call transform(model) without data, or search on a model with that single output."
+        )
     weights_data, reward_data, train_data = _split(data)
     with strategy.scope():
         supernet = ModelSupernet(model, graph=graph, space=space)

@@ -12,7 +12,7 @@ from nat_keras import ops
 from nat_keras.plan import repair
 from nat_keras.policy.policy import Policy
 from nat_keras.policy.reinforce import Reinforce, ReinforceConfig
-from nat_keras.search import KnownRewardEnvironment, NATSearch, SearchConfig
+from nat_keras.search import KnownRewardEnvironment, NATSearch, SearchConfig, derive
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +88,61 @@ def test_sampled_plans_are_valid_and_within_budget(graph, policy):
 def test_save_and_load(graph, policy, tmp_path):
     policy.save(tmp_path / "policy")
     loaded = Policy.load(tmp_path / "policy")
-    assert loaded.space == policy.space
+    assert loaded.space == policy.space and loaded.keep_prior == policy.keep_prior == 0.9
     np.testing.assert_allclose(loaded.probabilities(graph), policy.probabilities(graph), atol=1e-6)
     with pytest.raises(nat_keras.NatKerasError, match="not a saved nat_keras policy"):
         Policy.load(tmp_path)
+
+
+def _flat_logits(policy: Policy) -> Policy:
+    """Zero the last layer: every legal action gets the same network logit."""
+    layer = policy.network.logits
+    layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    return policy
+
+
+@pytest.mark.parametrize("space", ["nat", "nat++"])
+def test_keep_prior_sets_the_probability_of_keep(graph, space):
+    probs = _flat_logits(Policy(space=space, seed=0, keep_prior=0.8)).probabilities(graph)
+    uniform = _flat_logits(Policy(space=space, seed=0, keep_prior=None)).probabilities(graph)
+    keep = ops.ACTIONS.index(ops.KEEP)
+    for edge, row, flat in zip(graph.edges, probs, uniform):
+        legal = int(np.sum(edge.mask(space)))
+        np.testing.assert_allclose(flat[np.array(edge.mask(space))], 1.0 / legal, rtol=1e-5)
+        np.testing.assert_allclose(row[keep], 0.8 if legal > 1 else 1.0, rtol=1e-5, err_msg=edge.id)
+        others = np.delete(row, keep)[np.delete(np.array(edge.mask(space)), keep)]
+        np.testing.assert_allclose(others, 0.2 / max(legal - 1, 1), rtol=1e-5)
+
+
+def test_a_fresh_policy_proposes_few_changes_and_decodes_to_the_input(graph):
+    policy = Policy(space="nat++", seed=3)
+    assert policy.sample(graph, greedy=True).actions == {}
+    changed = np.mean([len(p.actions) for p in policy.sample_many(graph, 50, seed=0)])
+    transformable = len(graph.transformable_edges())
+    assert 0 < changed < 0.3 * transformable, (changed, transformable)
+
+
+def test_keep_prior_is_checked():
+    for bad in (0.0, 1.0, 1.5, -0.1):
+        with pytest.raises(nat_keras.NatKerasError, match="keep_prior"):
+            Policy(keep_prior=bad)
+
+
+class _ChangesCost(KnownRewardEnvironment):
+    """Every change lowers the score: only the input itself scores 0."""
+
+    def score(self, graph, plan):
+        return -float(len(plan.actions))
+
+
+def test_derive_returns_the_input_when_no_plan_beats_it(graph):
+    env = _ChangesCost(graph, space="nat++")
+    policy = Policy(space="nat++", seed=0, keep_prior=None)  # samples plans that change a lot
+    plan, scored = derive(env, policy, graph, num_candidates=5, seed=0)
+    assert plan.actions == {} and scored[0] == (plan, 0.0)
+    assert len(scored) > 1 and all(score < 0 for _, score in scored[1:])
+    plan, scored = derive(env, policy, graph, num_candidates=5, seed=0, include_input=False)
+    assert plan.actions and len(scored) <= 5
 
 
 @pytest.mark.parametrize("update", ["standard", "authors"])

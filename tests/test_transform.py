@@ -7,6 +7,8 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+from test_special_models import nested_model  # tests/ is on sys.path
 
 import nat_keras
 from nat_keras.policy import Policy, ReinforceConfig, default_policy
@@ -70,6 +72,63 @@ def test_transform_accepts_a_plain_dataset(digits):
         verbose=0,
     )
     assert new.nat_report.plan.validate(nat_keras.encode(model))
+
+
+def _two_input_classifier() -> keras.Model:
+    image, aux = keras.Input((8, 8, 3), name="image"), keras.Input((5,), name="aux")
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(image)
+    y = keras.layers.Conv2D(8, 3, padding="same", name="c1")(x)
+    y = keras.layers.BatchNormalization(name="c1_bn")(y)
+    y = keras.layers.Conv2D(8, 3, padding="same", name="c2")(y)
+    x = keras.layers.Add(name="add")([x, y])
+    features = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    joint = keras.layers.Concatenate(name="joint")([features, keras.layers.Dense(8, name="aux_dense")(aux)])
+    return keras.Model({"image": image, "aux": aux}, keras.layers.Dense(3, name="cls")(joint), name="two_in")
+
+
+def _random_dataset(inputs, classes: int, seed: int = 0) -> tf.data.Dataset:
+    rng = np.random.default_rng(seed)
+    count = len(next(iter(inputs.values())) if isinstance(inputs, dict) else inputs)
+    return tf.data.Dataset.from_tensor_slices((inputs, rng.integers(0, classes, count))).batch(16)
+
+
+@pytest.mark.parametrize("which", ["two_inputs", "nested"])
+def test_transform_with_data_on_multi_input_and_nested_models(which):
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(64, 8, 8, 3)).astype("float32")
+    if which == "two_inputs":
+        model = _two_input_classifier()
+        data = _random_dataset({"image": images, "aux": rng.uniform(size=(64, 5)).astype("float32")}, 3)
+    else:
+        model = nested_model()
+        data = _random_dataset(images, 4)
+    tiny = SearchConfig(epochs=1, weight_steps=2, policy_steps=1, reinforce=ReinforceConfig(num_samples=2))
+    config, before = model.get_config(), _weights(model)
+    new = nat_keras.transform(
+        model, data=data, policy=Policy(seed=0), search_config=tiny, num_candidates=2, fine_tune_epochs=1,
+        verbose=0,
+    )  # fmt: skip
+    report = new.nat_report
+    batch = next(iter(data))[0]
+    assert new(batch).shape == model(batch).shape
+    assert report.plan.validate(nat_keras.encode(model)) and report.accuracy_before is not None
+    assert model.get_config() == config
+    for a, b in zip(before, _weights(model)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_transform_with_data_refuses_multi_output_models():
+    image = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(image)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="mid")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="last")(x)
+    features = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(
+        image, [keras.layers.Dense(3)(features), keras.layers.Dense(1)(features)], name="two_out"
+    )
+    data = _random_dataset(np.zeros((16, 8, 8, 3), "float32"), 3)
+    with pytest.raises(nat_keras.UnsupportedModelError, match="'two_out' has 2 outputs"):
+        nat_keras.transform(model, data=data, policy=Policy(seed=0), verbose=0)
 
 
 def test_transform_with_a_policy_and_no_data_is_greedy():

@@ -93,9 +93,8 @@ class Supernet(keras.Model, abc.ABC):
         )
         with calibrated:
             for images, labels in batches:
-                correct += int(
-                    self._count_correct(tf.convert_to_tensor(images), tf.convert_to_tensor(labels), arch)
-                )
+                images = keras.tree.map_structure(tf.convert_to_tensor, images)  # multi-input models
+                correct += int(self._count_correct(images, tf.convert_to_tensor(labels), arch))
                 total += int(np.shape(labels)[0])
         if total == 0:
             raise ValueError(f"Supernet {self.name!r}: accuracy() got no examples.")
