@@ -161,6 +161,26 @@ def source_outside_scope():
     return recipes.train(supernet, strategy, recipes.PLAIN, recipes.plain_dataset(), steps=1)
 
 
+def calibrated():
+    supernet = recipes.build(strategy, space="nat++", seed=0)
+    recipes.train(supernet, strategy, recipes.PLAIN, recipes.plain_dataset(), steps=2)
+    images, labels = recipes.colour_data(48, seed=11)
+    calibration = recipes.colour_data(64, seed=12)[0]
+    statistics = supernet.batch_norm_calibration.variables
+    shared = [[c.numpy() for c in strategy.experimental_local_results(v.value)] for v in statistics]
+    run = {"pairs": []}
+    for seed in range(3):
+        arch = supernet.sample_arch(seed)
+        extracted = nat_keras.recalibrate(supernet.extract(arch), calibration)
+        expected = float(np.mean(extracted(images, training=False).numpy().argmax(-1) == labels))
+        run["pairs"].append([supernet.accuracy(arch, (images, labels), calibration=calibration), expected])
+    after = [[c.numpy() for c in strategy.experimental_local_results(v.value)] for v in statistics]
+    run["restored"] = all(
+        np.array_equal(a, b) for copies, again in zip(shared, after) for a, b in zip(copies, again)
+    )
+    return run
+
+
 def resume():
     config = SupernetConfig(learning_rate=0.05, checkpoint_every=5)
     trainer = SupernetTrainer(recipes.build(strategy), config=config, directory=args["directory"])
@@ -190,6 +210,7 @@ if mode == "mirrored":
     attempt("plain", lambda: equivalence("plain", recipes.PLAIN))
     attempt("transformed", lambda: equivalence("transformed", recipes.TRANSFORMED))
     attempt("outside", source_outside_scope)
+    attempt("calibrated", calibrated)
 elif mode == "multiworker":
     index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
     supernet = recipes.build(strategy)
@@ -293,6 +314,13 @@ def test_mirrored_weight_decay_and_clipping_equal_one_device(mirrored, reference
     np.testing.assert_allclose(
         np.load(directory / "transformed.npy"), reference["transformed"][1], **TOLERANCE
     )
+
+
+def test_mirrored_calibrated_accuracy_equals_the_calibrated_extract(mirrored):
+    run = _ok(mirrored[0]["calibrated"])
+    for measured, expected in run["pairs"]:
+        assert measured == pytest.approx(expected)
+    assert run["restored"]  # every replica's copy of the shared statistics is back
 
 
 def test_mirrored_with_source_model_built_outside_the_scope(mirrored):
