@@ -44,8 +44,9 @@ class TransformReport:
       model_name: the source model's name.
       plan: the chosen TransformPlan.
       cost_before / cost_after: params and MACs of the source and the result.
-      candidates: (plan, supernet accuracy on held-out data), best first;
-        empty without data.
+      candidates: (plan, supernet accuracy on held-out data), best first:
+        the sampled plans and the source itself (the keep-all plan); empty
+        without data.
       accuracy_before / accuracy_after: supernet accuracy of the source and of
         the chosen plan on held-out data (None without data).
       rewards: mean policy reward per search epoch (empty without data).
@@ -145,7 +146,10 @@ def transform(
         with strategy.scope():
             result = apply_plan(model, plan, graph=graph, budget=budget)
         after = plan_cost(graph, plan)
-        message = _summary(model.name, plan, graph, before, after, "the policy's greedy plan")
+        how = "the policy's greedy plan"
+        if not plan.actions:
+            how += " (it keeps every edge: pass data=... to search on this model and its data)"
+        message = _summary(model.name, plan, graph, before, after, how)
         return _attach(
             result, TransformReport(model.name, plan, graph, before, after, message=message), verbose
         )

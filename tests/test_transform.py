@@ -49,7 +49,9 @@ def test_transform_with_data_searches_derives_and_fine_tunes(digits, tmp_path):
     assert new is not model and new.output_shape == model.output_shape
     assert nat_keras.Budget().allows(report.cost_after, report.cost_before)
     assert report.cost_after.params == new.count_params()
-    assert 1 <= len(report.candidates) <= 3 and report.candidates[0][0] == report.plan
+    # Up to 3 sampled plans, and the source itself, best first.
+    assert 1 <= len(report.candidates) <= 4 and report.candidates[0][0] == report.plan
+    assert dict(report.candidates)[nat_keras.TransformPlan.keep_all(report.graph)] == report.accuracy_before
     assert report.accuracy_before is not None and report.accuracy_after == report.candidates[0][1]
     assert len(report.rewards) == 2
     assert "Supernet accuracy" in str(report)
@@ -137,6 +139,15 @@ def test_transform_with_a_policy_and_no_data_is_greedy():
     new = nat_keras.transform(model, policy=policy, verbose=0)
     assert new.nat_report.plan == policy.sample(nat_keras.encode(model), greedy=True)
     assert new.nat_report.accuracy_before is None
+
+
+def test_a_greedy_plan_that_keeps_everything_says_so(capsys):
+    model = _small_resnet()
+    new = nat_keras.transform(model, policy=Policy(seed=0), verbose=1)  # a fresh policy keeps greedily
+    assert not new.nat_report.plan.actions
+    assert "keeps every edge: pass data=..." in capsys.readouterr().out
+    x = np.random.default_rng(0).uniform(size=(2, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(new(x)), np.asarray(model(x)), atol=1e-6)
 
 
 def test_a_model_with_nothing_to_transform_returns_an_equal_copy(capsys):
