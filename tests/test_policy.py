@@ -143,6 +143,11 @@ def test_derive_returns_the_input_when_no_plan_beats_it(graph):
     assert len(scored) > 1 and all(score < 0 for _, score in scored[1:])
     plan, scored = derive(env, policy, graph, num_candidates=5, seed=0, include_input=False)
     assert plan.actions and len(scored) <= 5
+    # A budget the input itself breaks keeps it out of the running.
+    budget = nat_keras.Budget(params_ratio=0.9)
+    plan, scored = derive(env, policy, graph, num_candidates=5, seed=0, budget=budget)
+    assert plan.actions and all(p.actions for p, _ in scored)
+    assert all(budget.allows(nat_keras.plan_cost(graph, p), nat_keras.cost(graph)) for p, _ in scored)
 
 
 @pytest.mark.parametrize("update", ["standard", "authors"])

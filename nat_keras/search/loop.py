@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nat_keras.costing import cost, plan_cost
+from nat_keras.costing import Budget, cost, plan_cost
 from nat_keras.graph import ArchGraph
 from nat_keras.plan import TransformPlan
 from nat_keras.policy.policy import Policy
@@ -181,7 +181,8 @@ def derive(
 
     With `include_input`, the input architecture itself (the keep-all plan)
     is scored as well and wins ties, so a search whose plans all score below
-    the input returns the input unchanged rather than a worse model.
+    the input returns the input unchanged rather than a worse model; unless
+    `budget` rules the input out (e.g. `Budget(params_ratio=0.5)`).
 
     Returns:
       The chosen plan and every (candidate, score), best first.
@@ -195,7 +196,8 @@ def derive(
         candidates = [policy.sample(graph, greedy=True, budget=budget)]
     else:
         candidates = policy.sample_many(graph, num_candidates, seed=seed, budget=budget)
-    if include_input:
+    source = cost(graph)
+    if include_input and (budget or Budget()).allows(source, source):
         candidates.insert(0, TransformPlan.keep_all(graph, space=policy.space))
     unique = list(dict.fromkeys(candidates))  # sampled plans often repeat
     # A stable sort: among equal scores the earlier candidate (the input) stays first.
