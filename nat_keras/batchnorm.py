@@ -14,11 +14,11 @@ under `calibrated(...)`, which restores the shared statistics afterwards, so
 measuring never changes what the supernet trains.
 
 How: a Keras BN (and the cell supernet's packed BNs) moves its statistics by
-`m * moving + (1 - m) * batch`, with its `momentum` m read when the step is
-traced. The calibration step is its own `tf.function`, always traced and run
-with every momentum set to 0, so it writes the batch statistics exactly,
-however often a shared BN runs; the training step, traced at the layers'
-own momentum, never sees the 0. BNs whose layer is frozen (`trainable=False`)
+`m * moving + (1 - m) * batch`, with its `momentum` m read when the call runs
+eagerly or is traced. The calibration step (its own `tf.function`, or an
+eager call) always traces and runs with every momentum set to 0, so it
+writes the batch statistics exactly, however often a shared BN runs; a
+training step, traced at the layers' own momentum, never sees the 0. BNs whose layer is frozen (`trainable=False`)
 run in inference mode in Keras and keep their statistics.
 
 Example:
@@ -61,12 +61,15 @@ class BatchNormCalibration:
     Args:
       model: a Keras model (or supernet) whose BN statistics to calibrate.
         Calling it with `training=True` must run its BNs on their batch.
+      traced: run the calibration step as a `tf.function` (worth it when it
+        runs many times, as for rewards); False runs it eagerly.
     """
 
-    def __init__(self, model: keras.Model):
+    def __init__(self, model: keras.Model, *, traced: bool = True):
         self.model = model
         self.layers = statistics_layers(model)
         self.variables = [v for layer in self.layers for v in (layer.moving_mean, layer.moving_variance)]
+        self.traced = traced
         self._step = None
 
     def calibrate(self, images: Any, **call_kwargs: Any) -> None:
@@ -78,7 +81,7 @@ class BatchNormCalibration:
         if not self.layers:
             return
         if self._step is None:
-            self._step = tf.function(self._forward, reduce_retracing=True)
+            self._step = tf.function(self._forward, reduce_retracing=True) if self.traced else self._forward
         with _momentum(self.layers, 0.0):
             self._step(keras.tree.map_structure(tf.convert_to_tensor, images), call_kwargs)
 
@@ -123,7 +126,8 @@ def recalibrate(model: keras.Model, images: Any) -> keras.Model:
     Example:
       >>> new_model = nat_keras.batchnorm.recalibrate(new_model, x_train[:256])
     """
-    BatchNormCalibration(model).calibrate(images)
+    # Eager: a one-off call, and a fresh tf.function per call would retrace.
+    BatchNormCalibration(model, traced=False).calibrate(images)
     return model
 
 

@@ -102,7 +102,7 @@ def train(
 _WORKER = r"""
 import json, os, sys, time, traceback
 sys.path.insert(0, TESTS_DIR)
-import nat_keras  # noqa: F401 - before TensorFlow
+import nat_keras  # before TensorFlow
 import numpy as np
 import tensorflow as tf
 
@@ -181,6 +181,27 @@ def calibrated():
     return run
 
 
+def transform():
+    from nat_keras.policy import Policy, ReinforceConfig
+    from nat_keras.search import SearchConfig
+
+    splits = nat_keras.data.load_splits("digits", batch_size=32, image_size=16)
+    with strategy.scope():
+        model = nat_keras.models.resnet(depth=8, input_shape=(16, 16, 3))
+    search = SearchConfig(epochs=1, weight_steps=2, policy_steps=1, reinforce=ReinforceConfig(num_samples=2))
+    new = nat_keras.transform(
+        model, data=splits, strategy=strategy, policy=Policy(seed=0), search_config=search,
+        num_candidates=2, fine_tune_epochs=1, verbose=0,
+    )  # fmt: skip
+    report = new.nat_report
+    images = next(iter(splits.test))[0]
+    return {
+        "within_budget": nat_keras.Budget().allows(report.cost_after, report.cost_before),
+        "shape": list(np.asarray(new(images)).shape),
+        "accuracy_before": report.accuracy_before,
+    }
+
+
 def resume():
     config = SupernetConfig(learning_rate=0.05, checkpoint_every=5)
     trainer = SupernetTrainer(recipes.build(strategy), config=config, directory=args["directory"])
@@ -211,6 +232,7 @@ if mode == "mirrored":
     attempt("transformed", lambda: equivalence("transformed", recipes.TRANSFORMED))
     attempt("outside", source_outside_scope)
     attempt("calibrated", calibrated)
+    attempt("transform", transform)
 elif mode == "multiworker":
     index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
     supernet = recipes.build(strategy)
@@ -321,6 +343,11 @@ def test_mirrored_calibrated_accuracy_equals_the_calibrated_extract(mirrored):
     for measured, expected in run["pairs"]:
         assert measured == pytest.approx(expected)
     assert run["restored"]  # every replica's copy of the shared statistics is back
+
+
+def test_mirrored_transform_with_data(mirrored):
+    run = _ok(mirrored[0]["transform"])
+    assert run["within_budget"] and run["shape"] == [32, 10] and 0.0 <= run["accuracy_before"] <= 1.0
 
 
 def test_mirrored_with_source_model_built_outside_the_scope(mirrored):
