@@ -12,6 +12,7 @@ accuracy for the params and MACs it saves.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import nat_keras  # first: prepares the two Kerases
 
@@ -39,7 +40,7 @@ def _compile(model: keras.Model) -> keras.Model:
     return model
 
 
-def _test_accuracy(model: keras.Model, splits: nat_keras.data.NatSplits, calibration) -> float:
+def _test_accuracy(model: keras.Model, splits: nat_keras.data.NatSplits, calibration: Any) -> float:
     nat_keras.recalibrate(model, calibration)
     return float(model.evaluate(splits.test, verbose=0)[1])
 

@@ -42,7 +42,12 @@ _LR = flags.DEFINE_float("learning_rate", 3e-4, "Policy learning rate (the paper
 _ENTROPY = flags.DEFINE_float(
     "entropy_weight", 0.003, "Entropy bonus (the paper: 0.003); it is summed over edges, rewards are not."
 )
-_KEEP_PRIOR = flags.DEFINE_float("keep_prior", 0.9, "The policy's initial probability of keep per edge.")
+_KEEP_PRIOR = flags.DEFINE_float(
+    "keep_prior",
+    0.9,
+    "The policy's initial probability of keep per edge, in (0, 1) (Python's keep_prior=None, the "
+    "paper's plain softmax, has no flag).",
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed.")
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "Checkpoints and TensorBoard logs (resumable).")
 _OUTPUT_DIR = flags.DEFINE_string(

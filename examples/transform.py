@@ -8,7 +8,8 @@ The main job of nat_keras as an absl app:
 3. encode it and print its DAG (per-edge op, shapes, params, MACs, actions),
 4. `nat_keras.transform`: supernet + policy search, best of k candidates,
    rebuild with inherited weights, fine-tune,
-5. compare test accuracy and cost, export a SavedModel with plan.json and
+5. compare test accuracy (both nets get the same fine-tuning epochs and BN
+   recalibration) and cost, export a SavedModel with plan.json and
    cost.json, and check the served outputs.
 
   python examples/transform.py --model=resnet20 --dataset=cifar10 --export_dir=out/resnet20
@@ -120,7 +121,7 @@ def main(argv: list[str]) -> None:
 
     if _FINE_TUNE.value:  # a fair comparison: the source gets the same extra epochs
         model.fit(splits.train, epochs=_FINE_TUNE.value, verbose=0)
-    # ... and the same BN recalibration `transform` gave the new model.
+    # ... and the BN recalibration `transform` gave the new model (on 256 weight-split images).
     with strategy.scope():
         nat_keras.recalibrate(model, nat_keras.batchnorm.calibration_images(splits.weights))
     _, source_accuracy = model.evaluate(splits.test, verbose=0)

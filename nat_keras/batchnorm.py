@@ -11,15 +11,17 @@ recalibration"): it sets every BN's moving statistics to the batch
 statistics of a calibration batch run through the model in training mode,
 so the model can then be measured in inference mode. For a supernet it runs
 under `calibrated(...)`, which restores the shared statistics afterwards, so
-measuring never changes what the supernet trains.
+measuring never changes the supernet's weights or statistics (a dropout or
+drop-path layer's random state does advance).
 
-How: a Keras BN (and the cell supernet's packed BNs) moves its statistics by
-`m * moving + (1 - m) * batch`, with its `momentum` m read when the call runs
-eagerly or is traced. The calibration step (its own `tf.function`, or an
+How: a Keras BN (and the cell supernet's packed BNs) moves its statistics
+by `m * moving + (1 - m) * batch`, with its `momentum` m read when the call
+runs eagerly or is traced. The calibration step (its own `tf.function`, or an
 eager call) always traces and runs with every momentum set to 0, so it
 writes the batch statistics exactly, however often a shared BN runs; a
-training step, traced at the layers' own momentum, never sees the 0. BNs whose layer is frozen (`trainable=False`)
-run in inference mode in Keras and keep their statistics.
+training step, traced at the layers' own momentum, never sees the 0. BNs
+whose layer is frozen (`trainable=False`) run in inference mode in Keras
+and keep their statistics.
 
 Example:
   >>> calibration = BatchNormCalibration(supernet)
@@ -45,13 +47,21 @@ def statistics_layers(model: keras.Model) -> list[Any]:
 
     Keras BatchNormalization layers, and any layer with the same contract
     (`momentum`, `moving_mean`, `moving_variance`), such as the cell
-    supernet's packed op weights.
+    supernet's packed op weights. Unbuilt layers (no statistics yet) and BNs
+    with batch renormalization (more state than mean and variance) are left
+    out.
+
+    Example:
+      >>> [layer.name for layer in statistics_layers(nat_keras.models.resnet20())][:2]
+      ['stem_bn', 'stage1_block0_bn1']
     """
     return [
         layer
         for layer in compat.all_layers(model)
-        if all(hasattr(layer, attribute) for attribute in ("momentum", "moving_mean", "moving_variance"))
-        and not getattr(layer, "renorm", False)  # renorm keeps more state than mean / variance
+        if hasattr(layer, "momentum")
+        and getattr(layer, "moving_mean", None) is not None
+        and getattr(layer, "moving_variance", None) is not None
+        and not getattr(layer, "renorm", False)
     ]
 
 
@@ -76,7 +86,12 @@ class BatchNormCalibration:
         """Run `model(images, training=True, **call_kwargs)` once with BN momentum 0.
 
         Every BN that runs ends up with the statistics of `images` under the
-        call (e.g. `arch=`); BNs that do not run keep theirs.
+        call; BNs that do not run keep theirs.
+
+        Args:
+          images: one batch of inputs, structured as the model takes them.
+          **call_kwargs: further arguments of the model call, e.g. a
+            supernet's `arch=`.
         """
         if not self.layers:
             return
@@ -90,7 +105,12 @@ class BatchNormCalibration:
 
     @contextlib.contextmanager
     def calibrated(self, images: Any, **call_kwargs: Any) -> Iterator[None]:
-        """Calibrate on `images` for the duration of the block, then restore."""
+        """Calibrate on `images` for the duration of the block, then restore.
+
+        Args:
+          images: one batch of inputs, structured as the model takes them.
+          **call_kwargs: further arguments of the model call (`arch=`).
+        """
         saved = [tf.identity(v) for v in self.variables]
         try:
             self.calibrate(images, **call_kwargs)
@@ -103,11 +123,23 @@ class BatchNormCalibration:
 def calibration_images(dataset: tf.data.Dataset, count: int = 256) -> Any:
     """The inputs of the first `count` examples of a dataset of (inputs, labels) batches.
 
+    Args:
+      dataset: batches of (inputs, labels), as for `fit`.
+      count: how many examples to take (all of them if the dataset has fewer).
+
+    Returns:
+      One batch of inputs, structured as the dataset's.
+
+    Raises:
+      ValueError: the dataset is empty.
+
     Example:
       >>> images = calibration_images(splits.weights)   # 256 training images
     """
-    examples = dataset.unbatch().take(count)
-    return next(iter(examples.batch(count)))[0]
+    examples = dataset.unbatch().take(count).batch(count)
+    for inputs, _ in examples:
+        return inputs
+    raise ValueError("calibration_images: the dataset has no examples to calibrate BN statistics on.")
 
 
 def recalibrate(model: keras.Model, images: Any) -> keras.Model:

@@ -29,7 +29,7 @@ from nat_keras import compat
 from nat_keras.batchnorm import recalibrate
 from nat_keras.costing import Budget, Cost, cost, plan_cost
 from nat_keras.encode import encode
-from nat_keras.errors import UnsupportedModelError
+from nat_keras.errors import NatKerasError, UnsupportedModelError
 from nat_keras.graph import ArchGraph
 from nat_keras.plan import TransformPlan
 from nat_keras.rebuild import apply_plan
@@ -45,8 +45,8 @@ class TransformReport:
       plan: the chosen TransformPlan.
       cost_before / cost_after: params and MACs of the source and the result.
       candidates: (plan, supernet accuracy on held-out data), best first:
-        the sampled plans and the source itself (the keep-all plan); empty
-        without data.
+        the sampled (or greedy) plans and, unless the budget rules it out,
+        the source itself (the keep-all plan); empty without data.
       accuracy_before / accuracy_after: supernet accuracy of the source and of
         the chosen plan on held-out data (None without data).
       rewards: mean policy reward per search epoch (empty without data).
@@ -81,7 +81,7 @@ def transform(
     *,
     data: Any = None,
     policy: Any = None,
-    space: str = "nat++",
+    space: str | None = None,
     budget: Budget | None = None,
     strategy: tf.distribute.Strategy | None = None,
     num_candidates: int = 10,
@@ -103,12 +103,14 @@ def transform(
         must be a classifier with one output of logits (any number of
         inputs: `inputs` then has the structure the model takes).
       policy: a `nat_keras.policy.Policy`; default: the shipped default policy.
-      space: "nat" (keep / skip / none) or "nat++" (also cheaper ops).
+      space: "nat" (keep / skip / none) or "nat++" (also cheaper ops);
+        default: the policy's space ("nat++" for the default policy).
       budget: cost budget relative to `model` (default: Budget()).
       strategy: tf.distribute strategy for the supernet and fine-tuning.
       num_candidates: plans sampled and scored at the end (with data); the
         source itself is scored too and kept when no plan beats it.
-      greedy: decode the policy's most likely plan instead of sampling.
+      greedy: decode the policy's most likely plan instead of sampling
+        `num_candidates` (with data it still competes with the source).
       seed: seeds sampling.
       search_config: a `nat_keras.search.SearchConfig` (with data).
       supernet_config: a `nat_keras.supernet.trainer.SupernetConfig`.
@@ -125,9 +127,15 @@ def transform(
     strategy = strategy or tf.distribute.get_strategy()
     graph = encode(model)
     if policy is None:
-        policy = default_policy(space=space)
+        policy = default_policy(space=space or "nat++")
     elif not isinstance(policy, Policy):
         raise TypeError(f"policy must be a nat_keras.policy.Policy, got {type(policy).__name__}.")
+    elif space is not None and space != policy.space:
+        raise NatKerasError(
+            f"transform({model.name!r}): the policy decides in the {policy.space!r} action space but "
+            f"space={space!r}; leave space unset, or pass policy.with_space({space!r})."
+        )
+    space = policy.space
     before = cost(graph)
     if not any(e.transformable for e in graph.edges):
         plan = TransformPlan.keep_all(graph, space=space)
@@ -209,7 +217,7 @@ def _transform_with_data(
     plan, candidates = derive(
         environment, policy, graph, num_candidates=num_candidates, greedy=greedy, seed=seed, budget=budget
     )
-    keep = TransformPlan.keep_all(graph, space=space)
+    keep = TransformPlan.keep_all(graph, space=policy.space)
     accuracy_before = dict(candidates).get(keep)
     if accuracy_before is None:
         accuracy_before = environment.score(graph, keep)
@@ -225,13 +233,16 @@ def _transform_with_data(
                 metrics=["accuracy"],
             )
         result.fit(train_data, epochs=fine_tune_epochs, verbose=verbose, shuffle=False)  # data is shuffled
-    if environment.calibration is not None:
+    # A kept architecture that was not fine-tuned is the source itself: leave
+    # its statistics alone. Otherwise ops upstream of kept BNs, or the
+    # weights, changed.
+    if environment.calibration is not None and (plan.actions or fine_tune_epochs):
         with strategy.scope():
             recalibrate(result, environment.calibration)
     before, after = cost(graph), plan_cost(graph, plan)
-    how = f"the best of {num_candidates} searched plans"
+    how = "the policy's greedy plan" if greedy else f"the best of {num_candidates} searched plans"
     if not plan.actions:
-        how += " (none scored above the source on held-out data, so it is returned unchanged)"
+        how += " (no plan scored above the source on held-out data, so its architecture is kept)"
     message = _summary(model.name, plan, graph, before, after, how)
     report = TransformReport(
         model.name,

@@ -126,6 +126,17 @@ def test_calibration_images_takes_the_first_examples():
     x = np.arange(10, dtype="float32").reshape(10, 1)
     dataset = tf.data.Dataset.from_tensor_slices((x, np.zeros(10))).batch(3)
     np.testing.assert_array_equal(calibration_images(dataset, 7), x[:7])
+    np.testing.assert_array_equal(calibration_images(dataset, 50), x)
+    with pytest.raises(ValueError, match="no examples"):
+        calibration_images(dataset.take(0))
+
+
+def test_unbuilt_batch_norms_are_skipped():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    holder = keras.Sequential([model])
+    holder.unbuilt = keras.layers.BatchNormalization()  # tracked, never called
+    assert statistics_layers(holder) == []
+    BatchNormCalibration(holder).calibrate(np.ones((2, 4), "float32"))  # nothing to do, no error
 
 
 # -- supernets -----------------------------------------------------------------------

@@ -63,6 +63,21 @@ def test_transform_with_data_searches_derives_and_fine_tunes(digits, tmp_path):
     assert (tmp_path / "supernet" / "checkpoints").exists()
 
 
+def test_a_kept_source_is_returned_as_it_was(digits, monkeypatch):
+    """When the source wins and nothing is fine-tuned, its BN statistics stay its own."""
+
+    def source_wins(environment, policy, graph, **options):
+        keep = nat_keras.TransformPlan.keep_all(graph, space=policy.space)
+        return keep, [(keep, environment.score(graph, keep))]
+
+    monkeypatch.setattr(nat_keras.search, "derive", source_wins)
+    model = _small_resnet()
+    new = nat_keras.transform(model, data=digits, policy=Policy(seed=0), search_config=TINY_SEARCH, verbose=0)
+    assert not new.nat_report.plan.actions and "architecture is kept" in new.nat_report.message
+    images = next(iter(digits.test))[0]
+    np.testing.assert_allclose(new(images, training=False), model(images, training=False), atol=1e-5)
+
+
 def test_transform_accepts_a_plain_dataset(digits):
     model = _small_resnet()
     new = nat_keras.transform(
@@ -159,6 +174,13 @@ def test_a_model_with_nothing_to_transform_returns_an_equal_copy(capsys):
     x = np.ones((2, 4), "float32")
     np.testing.assert_array_equal(np.asarray(new(x)), np.asarray(model(x)))
     assert not new.nat_report.plan.actions
+
+
+def test_a_policy_in_another_action_space_is_a_clear_error():
+    with pytest.raises(nat_keras.NatKerasError, match=r"'nat\+\+' action space but space='nat'"):
+        nat_keras.transform(_small_resnet(), policy=Policy(seed=0), space="nat", verbose=0)
+    new = nat_keras.transform(_small_resnet(), policy=Policy(space="nat", seed=0), verbose=0)
+    assert new.nat_report.plan.space == "nat"
 
 
 def test_bad_data_is_a_clear_error():

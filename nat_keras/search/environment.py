@@ -76,6 +76,10 @@ class SupernetEnvironment(Environment):
       calibration_size: images of `weights_data` whose statistics each
         measured architecture's BNs take; 0 measures with the supernet's
         shared statistics instead.
+
+    Attributes:
+      calibration: the fixed calibration images (None when
+        `calibration_size` is 0).
     """
 
     def __init__(

@@ -175,14 +175,24 @@ def derive(
     budget: Any = None,
     include_input: bool = True,
 ) -> tuple[TransformPlan, list[tuple[TransformPlan, float]]]:
-    """Pick the final plan: the best of `num_candidates` sampled plans by the
-    environment's score (supernet accuracy on held-out data, never the test
-    split), or the greedy plan.
+    """Pick the final plan: the best of `num_candidates` sampled plans (or of
+    the greedy plan) by the environment's score (supernet accuracy on
+    held-out data, never the test split).
 
     With `include_input`, the input architecture itself (the keep-all plan)
     is scored as well and wins ties, so a search whose plans all score below
     the input returns the input unchanged rather than a worse model; unless
     `budget` rules the input out (e.g. `Budget(params_ratio=0.5)`).
+
+    Args:
+      environment: scores plans (`Environment.score`).
+      policy: proposes the plans.
+      graph: the input architecture.
+      num_candidates: plans to sample (ignored when `greedy`).
+      greedy: score the policy's most likely plan instead of samples.
+      seed: seeds sampling.
+      budget: the cost budget every candidate meets (default: Budget()).
+      include_input: let the input architecture compete (see above).
 
     Returns:
       The chosen plan and every (candidate, score), best first.
