@@ -7,7 +7,8 @@ alternately (40% / 60% of the data), `num_candidates` plans are sampled and
 the best by supernet accuracy on held-out policy data is kept, and the model
 is rebuilt: kept layers carry the source weights, new layers the supernet's.
 Its BN statistics are then recalibrated on training images (after the
-optional fine-tuning), since ops upstream of kept BNs may have changed.
+optional fine-tuning), since ops upstream of kept BNs may have changed; a
+kept source architecture that was not fine-tuned is returned as it was.
 Every returned plan meets the cost budget.
 
 Example:
