@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import nat_keras  # first: prepares the two Kerases (DESIGN.md section 4)
@@ -107,12 +108,17 @@ def main(argv: list[str]) -> None:
     policy.save(_OUTPUT_DIR.value)
     seconds = time.perf_counter() - start
     final = float(np.mean(history.reward[-5:])) if history.reward else float("nan")
-    # Every setting that differs from its default, so the command reproduces the run.
-    settings = (_DATASET, _IMAGE_SIZE, _CELLS, _CHANNELS, _NODES, _EPOCHS, _WEIGHT_STEPS, _POLICY_STEPS,
-                _INPUTS, _SAMPLES, _LR, _ENTROPY, _KEEP_PRIOR, _SEED)  # fmt: skip
+    # Every setting of this script that differs from its default (and the
+    # seed), so the command reproduces the run; where files go is not a setting.
+    settings = [
+        flag
+        for flag in flags.FLAGS.get_key_flags_for_module(sys.argv[0])
+        if flag.name not in (_RUN_DIR.name, _OUTPUT_DIR.name)
+        and (flag.value != flag.default or flag.name == _SEED.name)
+    ]
     summary = {
         "command": "python examples/train_policy.py "
-        + " ".join(f"--{h.name}={h.value}" for h in settings if h.value != h.default or h is _SEED),
+        + " ".join(f"--{flag.name}={flag.value}" for flag in sorted(settings, key=lambda f: f.name)),
         "seconds": round(seconds),
         "final_mean_reward": final,
         "reward_per_epoch": [round(r, 4) for r in history.reward],

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import nat_keras
+from nat_keras.policy import Policy
 
 NUM_RANDOM_PLANS = 20
 
@@ -98,9 +99,16 @@ def test_random_legal_plans_rebuild_run_and_save(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", NETWORKS)
-def test_transform_with_the_default_policy(name):
+@pytest.mark.parametrize("policy", ["default", "uniform"])
+def test_transform_without_data(name, policy):
+    """The shipped policy (which keeps every edge greedily) and a fresh policy
+    without a keep prior (whose greedy plan changes edges)."""
     model, graph = network(name)
-    new = nat_keras.transform(model, verbose=0)
+    if policy == "default":
+        new = nat_keras.transform(model, verbose=0)
+    else:
+        new = nat_keras.transform(model, policy=Policy(seed=0, keep_prior=None), verbose=0)
+        assert new.nat_report.plan.actions
     report = new.nat_report
     assert report.graph == graph and new.output_shape == model.output_shape
     assert nat_keras.Budget().allows(report.cost_after, report.cost_before)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import nat_keras
+from nat_keras.policy import Policy
 
 NUM_PLANS = 20
 
@@ -312,11 +313,21 @@ def test_random_plans_keep_every_input_connected() -> None:
 
 
 @pytest.mark.parametrize("space", ["nat", "nat++"])
-def test_transform_with_the_default_policy(case, space) -> None:
-    """nat_keras.transform works on each special model: a new model, same I/O, within budget."""
+@pytest.mark.parametrize("policy", ["default", "uniform"])
+def test_transform_without_data(case, space, policy) -> None:
+    """nat_keras.transform works on each special model: a new model, same I/O, within budget.
+
+    With the shipped policy (which keeps every edge greedily) and a fresh
+    policy without a keep prior (whose greedy plan changes edges).
+    """
     _, model, _ = case
     before = _weights_of(model)
-    new = nat_keras.transform(model, space=space, verbose=0)
+    if policy == "default":
+        new = nat_keras.transform(model, space=space, verbose=0)
+    else:
+        uniform = Policy(space=space, seed=0, keep_prior=None)
+        new = nat_keras.transform(model, policy=uniform, verbose=0)
+        assert new.nat_report.plan.actions
     report = new.nat_report
     assert _shapes(_output_struct(new)) == _shapes(_output_struct(model))
     assert nat_keras.Budget().allows(report.cost_after, report.cost_before)

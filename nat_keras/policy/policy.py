@@ -111,7 +111,7 @@ class Policy:
         legal = tf.reduce_sum(tf.cast(logits > MASKED_LOGIT / 2, tf.float32), axis=-1, keepdims=True)
         odds = self.keep_prior / (1.0 - self.keep_prior)
         bias = tf.where(legal > 1, tf.math.log(odds * tf.maximum(legal - 1.0, 1.0)), 0.0)
-        return logits + bias * _KEEP_COLUMN
+        return logits + bias * tf.one_hot(_ACTION_INDEX[ops.KEEP], len(ops.ACTIONS))
 
     def probabilities(self, graph: ArchGraph) -> np.ndarray:
         """[num_edges, len(ops.ACTIONS)] action probabilities (0 where illegal)."""
@@ -278,7 +278,6 @@ def _graph_tensor(graphs: tuple[ArchGraph, ...]) -> Any:
 
 
 _ACTION_INDEX = {a: i for i, a in enumerate(ops.ACTIONS)}
-_KEEP_COLUMN = tf.constant([[1.0 if a == ops.KEEP else 0.0 for a in ops.ACTIONS]])
 
 
 DEFAULT_POLICY_DIR = os.path.join(
