@@ -48,7 +48,7 @@ def _test_accuracy(model: keras.Model, splits: nat_keras.data.NatSplits, calibra
 def main(argv: list[str]) -> None:
     del argv
     splits = nat_keras.data.load_splits("digits", batch_size=64, seed=_SEED.value)
-    calibration = nat_keras.batchnorm.calibration_images(splits.weights)
+    calibration = nat_keras.supernet.batchnorm.calibration_images(splits.weights)
     policy = (
         default_policy(space=_SPACE.value) if _POLICY_DIR.value is None else Policy.load(_POLICY_DIR.value)
     )

@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from nat_keras.costing import edge_cost_after
+from nat_keras.graph.costs import edge_cost_after
 from nat_keras.plan import is_active, resolve
 from nat_keras.supernet import ModelSupernet, Supernet
 from nat_keras.supernet.trainer import SupernetConfig

@@ -123,7 +123,7 @@ def main(argv: list[str]) -> None:
         model.fit(splits.train, epochs=_FINE_TUNE.value, verbose=0)
     # ... and the BN recalibration `transform` gave the new model (on 256 weight-split images).
     with strategy.scope():
-        nat_keras.recalibrate(model, nat_keras.batchnorm.calibration_images(splits.weights))
+        nat_keras.recalibrate(model, nat_keras.supernet.batchnorm.calibration_images(splits.weights))
     _, source_accuracy = model.evaluate(splits.test, verbose=0)
     with strategy.scope():
         _compile(new_model)

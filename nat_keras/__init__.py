@@ -1,9 +1,14 @@
 """nat_keras: Neural Architecture Transformer (NAT, Guo et al. 2019) for Keras 3.
 
-Data flows one way (DESIGN.md section 3):
+Data flows one way, and the subpackages follow it (docs/design.md, "Data
+flow"):
 
-  keras.Model --encode--> ArchGraph --(policy)--> TransformPlan
-      --apply_plan--> keras.Model --> fit / export
+  keras.Model --graph.encode--> ArchGraph --policy--> TransformPlan
+      --rebuild.apply_plan--> keras.Model --> fit / rebuild.export
+
+with `cells` (the paper's cell space), `supernet` (weight-sharing rewards),
+`policy` (the TF-GNN policy) and `search` (the alternating loop) producing
+the plan, and `data` feeding them.
 
 Example:
   >>> import keras, nat_keras
@@ -18,29 +23,47 @@ from nat_keras import _keras_env
 _keras_env.prepare()
 
 # The public API, flat. Imported after the environment is prepared.
-from nat_keras import (
-    batchnorm,
-    data,
-    layers,
-    models,
-)
-from nat_keras.batchnorm import recalibrate
-from nat_keras.costing import Budget, Cost, cost, plan_cost
-from nat_keras.encode import encode
+import importlib
+from typing import Any
+
+from nat_keras import data, models
+from nat_keras._version import __version__
 from nat_keras.errors import (
     BudgetError,
     NatKerasError,
     PlanError,
     UnsupportedModelError,
 )
-from nat_keras.export import ExportResult, export
-from nat_keras.graph import ArchGraph, Edge, Node
-from nat_keras.plan import TransformPlan, sample_random_plan
-from nat_keras.rebuild import apply_plan
+from nat_keras.graph import ArchGraph, Budget, Cost, Edge, Node, cost, encode
+from nat_keras.plan import TransformPlan, plan_cost, sample_random_plan
+from nat_keras.rebuild import ExportResult, apply_plan, export, layers
 from nat_keras.report import format_graph, format_plan
 from nat_keras.transform import TransformReport, transform
 
-__version__ = "0.1.0"
+# Names whose modules pull in TF-GNN or the supernets: imported on first use,
+# so that `import nat_keras` stays fast.
+_LAZY = {
+    "Policy": ("nat_keras.policy.policy", "Policy"),
+    "SearchConfig": ("nat_keras.search.loop", "SearchConfig"),
+    "SupernetConfig": ("nat_keras.supernet.trainer", "SupernetConfig"),
+    "recalibrate": ("nat_keras.supernet.batchnorm", "recalibrate"),
+    "batchnorm": ("nat_keras.supernet.batchnorm", None),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'nat_keras' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "ArchGraph",
@@ -52,9 +75,13 @@ __all__ = [
     "NatKerasError",
     "Node",
     "PlanError",
+    "Policy",
+    "SearchConfig",
+    "SupernetConfig",
     "TransformPlan",
     "TransformReport",
     "UnsupportedModelError",
+    "__version__",
     "apply_plan",
     "batchnorm",
     "cost",

@@ -26,7 +26,15 @@ import numpy as np
 
 from nat_keras import ops
 from nat_keras.errors import PlanError
-from nat_keras.graph import MERGE_CONCAT, MERGE_INPUT, MERGE_MULTIPLY, MERGE_OTHER, PLACEHOLDER, ArchGraph
+from nat_keras.graph.arch_graph import (
+    MERGE_CONCAT,
+    MERGE_INPUT,
+    MERGE_MULTIPLY,
+    MERGE_OTHER,
+    PLACEHOLDER,
+    ArchGraph,
+)
+from nat_keras.graph.costs import Cost, adds, edge_cost_after
 
 PLAN_FORMAT_VERSION = 1
 
@@ -327,3 +335,23 @@ def _path_to_live(graph: ArchGraph, start: str, live: set[str]) -> list[str]:
                 parent[edge.dst] = (node_id, edge.id)
                 queue.append(edge.dst)
     return []
+
+
+def plan_cost(graph: ArchGraph, plan: TransformPlan) -> Cost:
+    """The cost of the network that `apply_plan(model, plan)` would build.
+
+    Computed on the graph alone (no Keras model is built); only the parts that
+    still reach an output count, as in the rebuilt model.
+
+    Example:
+      >>> nat_keras.plan_cost(graph, TransformPlan.keep_all(graph)) == nat_keras.cost(graph)
+      True
+    """
+    resolution = resolve(graph, plan)
+    total = Cost(0, 0)
+    for edge in graph.edges:
+        if edge.id in resolution.live_edges:
+            total = total + edge_cost_after(edge, resolution.actions[edge.id])
+    node_params = sum(graph.node(n).params for n in resolution.live_nodes)
+    total_adds = adds(graph, resolution.actions, resolution.live_nodes)
+    return Cost(total.params + node_params, total.macs, total_adds)

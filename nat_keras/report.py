@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from nat_keras import ops
-from nat_keras.costing import cost, edge_cost_after, plan_cost
-from nat_keras.graph import ArchGraph, Shape
-from nat_keras.plan import TransformPlan, resolve
+from nat_keras.graph import cost
+from nat_keras.graph.arch_graph import ArchGraph, Shape
+from nat_keras.graph.costs import edge_cost_after
+from nat_keras.plan import TransformPlan, plan_cost, resolve
 
 # NAT++ replacements are shown as "->op" so a row of actions stays readable.
 _SHORT_ACTIONS = {ops.KEEP: "keep", ops.SKIP: "skip", ops.NONE: "none"}

@@ -27,14 +27,15 @@ import keras
 import tensorflow as tf
 
 from nat_keras import compat
-from nat_keras.batchnorm import recalibrate
-from nat_keras.costing import Budget, Cost, cost, plan_cost
-from nat_keras.encode import encode
 from nat_keras.errors import NatKerasError, UnsupportedModelError
-from nat_keras.graph import ArchGraph
-from nat_keras.plan import TransformPlan
-from nat_keras.rebuild import apply_plan
+from nat_keras.graph import cost
+from nat_keras.graph.arch_graph import ArchGraph
+from nat_keras.graph.costs import Budget, Cost
+from nat_keras.graph.encode import encode
+from nat_keras.plan import TransformPlan, plan_cost
+from nat_keras.rebuild.apply import apply_plan
 from nat_keras.report import format_plan
+from nat_keras.supernet.batchnorm import recalibrate
 
 
 @dataclasses.dataclass(frozen=True)

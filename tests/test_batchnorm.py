@@ -1,4 +1,4 @@
-"""BN recalibration (nat_keras.batchnorm) and the rewards measured with it.
+"""BN recalibration (nat_keras.supernet.batchnorm) and the rewards measured with it.
 
 The supernets share BN moving statistics across every architecture they
 train; rewards recalibrate them per architecture. These tests pin what the
@@ -17,9 +17,14 @@ import tensorflow as tf
 from test_supernet import colour_data, randomize, tiny_resnet  # tests/ is on sys.path
 
 import nat_keras
-from nat_keras.batchnorm import BatchNormCalibration, calibration_images, recalibrate, statistics_layers
 from nat_keras.search import SupernetEnvironment
 from nat_keras.supernet import CellSupernet, ModelSupernet
+from nat_keras.supernet.batchnorm import (
+    BatchNormCalibration,
+    calibration_images,
+    recalibrate,
+    statistics_layers,
+)
 
 
 def conv_bn_model() -> keras.Model:

@@ -19,8 +19,7 @@ import tensorflow as tf
 
 import nat_keras
 from nat_keras import ops
-from nat_keras.errors import PlanError
-from nat_keras.search_space import (
+from nat_keras.cells import (
     DARTS_OPS,
     NATPP_OPS,
     PUBLISHED,
@@ -30,6 +29,7 @@ from nat_keras.search_space import (
     genotype_to_arch_graph,
     sample_genotype,
 )
+from nat_keras.errors import PlanError
 from nat_keras.supernet import CellSupernet
 from nat_keras.supernet.trainer import SupernetConfig, SupernetTrainer
 
@@ -110,7 +110,7 @@ def test_extract_matches_supernet_on_published_darts(darts, images):
     assert darts.arch_to_genotype(arch) == PUBLISHED["DARTS"]
     assert_extract_matches(darts, arch, images)
     model = darts.extract(arch)
-    reference = nat_keras.search_space.build_network(
+    reference = nat_keras.cells.build_network(
         PUBLISHED["DARTS"], channels=4, num_cells=3, input_shape=IMAGE_SHAPE, num_classes=3, affine=False
     )
     # The same network as build_network's, but for the BN after each pool.

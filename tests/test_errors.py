@@ -20,7 +20,7 @@ import pytest
 import nat_keras
 from nat_keras import ops
 from nat_keras.errors import BudgetError, NatKerasError, PlanError, UnsupportedModelError
-from nat_keras.graph import MERGE_SUM
+from nat_keras.graph.arch_graph import MERGE_SUM
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

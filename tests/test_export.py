@@ -1,4 +1,4 @@
-"""Tests for `nat_keras.export`: SavedModel + plan.json + cost.json in one directory."""
+"""Tests for `nat_keras.rebuild.export`: SavedModel + plan.json + cost.json in one directory."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import tensorflow as tf
 
 import nat_keras
 from nat_keras.errors import NatKerasError, PlanError
-from nat_keras.export import COST_FILE, PLAN_FILE, ExportResult, export
 from nat_keras.plan import TransformPlan, sample_random_plan
-from nat_keras.rebuild import apply_plan
+from nat_keras.rebuild.apply import apply_plan
+from nat_keras.rebuild.export import COST_FILE, PLAN_FILE, ExportResult, export
 
 PLAN_SEED = 3
 

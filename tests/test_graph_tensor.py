@@ -18,7 +18,7 @@ import tensorflow_gnn as tfgnn
 
 from nat_keras import ops
 from nat_keras.errors import NatKerasError
-from nat_keras.graph import MERGES, ArchGraph, Edge, Node
+from nat_keras.graph.arch_graph import MERGES, ArchGraph, Edge, Node
 from nat_keras.policy import (
     GRAPH_SCHEMA_PATH,
     from_graph_tensor,
@@ -359,13 +359,12 @@ def test_tf_example_round_trip(graph, gt):
     assert from_graph_tensor(parsed) == graph
 
 
-# -- ArchGraph methods --------------------------------------------------------
+# -- ArchGraph stays plain data -------------------------------------------------
 
 
-def test_arch_graph_methods(graph):
-    gt = graph.to_graph_tensor()
-    assert isinstance(gt, tfgnn.GraphTensor)
-    assert ArchGraph.from_graph_tensor(gt) == graph
+def test_arch_graph_knows_nothing_of_tf_gnn(graph):
+    assert not hasattr(graph, "to_graph_tensor")
+    assert isinstance(to_graph_tensor(graph), tfgnn.GraphTensor)
 
 
 # -- errors -----------------------------------------------------------------

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import nat_keras
-from nat_keras.policy import Policy
+from nat_keras.policy import Policy, from_graph_tensor, to_graph_tensor
 
 NUM_RANDOM_PLANS = 20
 
@@ -54,7 +54,7 @@ def test_encoding_is_deterministic_and_round_trips(name):
     model, graph = network(name)
     assert nat_keras.encode(model) == graph
     assert nat_keras.ArchGraph.from_json(graph.to_json()) == graph
-    assert nat_keras.ArchGraph.from_graph_tensor(graph.to_graph_tensor()) == graph
+    assert from_graph_tensor(to_graph_tensor(graph)) == graph
     assert graph.params == model.count_params()
     assert graph.transformable_edges(), "every reference network has something to transform"
 

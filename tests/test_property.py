@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 import nat_keras
 from nat_keras import ops
 from nat_keras.errors import PlanError
-from nat_keras.graph import ArchGraph
+from nat_keras.graph.arch_graph import ArchGraph
 from nat_keras.plan import repair, resolve
 
 # NAT_PROPERTY_EXAMPLES=500 runs a longer bug hunt locally.

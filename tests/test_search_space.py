@@ -11,7 +11,7 @@ import pytest
 
 import nat_keras
 from nat_keras import ops
-from nat_keras.search_space import (
+from nat_keras.cells import (
     ALL_OPS,
     DARTS_OPS,
     ENAS_OPS,
@@ -94,7 +94,7 @@ def test_op_costs_by_hand(op, stride, params, macs):
 
 
 def _encoded_macs(layers: list[keras.Layer], input_shape: tuple) -> int:
-    """MACs nat_keras.encode counts for a chain of fresh copies of `layers`."""
+    """MACs nat_keras.graph.encode counts for a chain of fresh copies of `layers`."""
     x = inputs = keras.Input(input_shape)
     for layer in layers:
         x = type(layer).from_config(layer.get_config())(x)
@@ -350,10 +350,10 @@ def test_apply_plan_to_genotype_checks_the_plan():
 
 
 def test_cell_graphs_convert_to_graph_tensors():
-    from nat_keras.policy.graph_tensor import from_graph_tensor
+    from nat_keras.policy.graph_tensor import from_graph_tensor, to_graph_tensor
 
     graph = genotype_to_arch_graph(PUBLISHED["NATv2_ENAS"], cell="both")
-    assert from_graph_tensor(graph.to_graph_tensor()) == graph
+    assert from_graph_tensor(to_graph_tensor(graph)) == graph
 
 
 # ---------------------------------------------------------------------------
@@ -484,7 +484,7 @@ def test_network_rejects_bad_options():
 
 
 def test_ops_vocabulary_mapping():
-    from nat_keras.search_space import from_vocab, to_vocab
+    from nat_keras.cells import from_vocab, to_vocab
 
     assert to_vocab("skip_connect") == ops.IDENTITY and to_vocab("null") == ops.NULL
     assert all(from_vocab(to_vocab(op)) == op for op in ALL_OPS)

@@ -51,7 +51,7 @@ def test_legal_actions_follow_shapes_and_cost(resnet20):
     assert "none" not in graph.edge("stage1_block0_conv1").actions
     for edge in graph.edges:
         for action in edge.actions:
-            after = nat_keras.costing.edge_cost_after(edge, action)
+            after = nat_keras.graph.costs.edge_cost_after(edge, action)
             assert after.params <= max(edge.params, 0) and after.macs <= edge.macs, (edge.id, action)
 
 

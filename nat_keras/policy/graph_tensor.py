@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from nat_keras import ops
 from nat_keras.errors import NatKerasError
-from nat_keras.graph import (
+from nat_keras.graph.arch_graph import (
     IDENTITY,
     MERGES,
     PLACEHOLDER,
@@ -214,6 +214,7 @@ def to_graph_tensor(graph: ArchGraph) -> tfgnn.GraphTensor:
             "post": _column([_json(n.post) for n in nodes], tf.string),
             "params": _column([n.params for n in nodes], tf.int64),
             "is_output": _column([n.is_output for n in nodes], tf.bool),
+            "output_index": _column([n.output_index for n in nodes], tf.int64),
             "merge_index": _column([_merge_index(graph, n) for n in nodes], tf.int64),
             "log_size": _column([math.log1p(_num_elements(n.shape)) for n in nodes], tf.float32),
             "channels": _column([_channels(n.shape) for n in nodes], tf.int64),
@@ -437,6 +438,7 @@ NODE_RECORD_FEATURES = {
     "post": _string_tuples,
     "params": _ints,
     "is_output": _bools,
+    "output_index": _ints,
 }
 EDGE_RECORD_FEATURES = {
     "id": _strings,

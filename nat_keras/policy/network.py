@@ -24,7 +24,7 @@ import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
 from nat_keras import ops
-from nat_keras.graph import MERGES
+from nat_keras.graph.arch_graph import MERGES
 from nat_keras.policy.graph_tensor import EDGE_KINDS, EDGE_SET, NODE_SET, OP_VOCAB
 
 # A logit that makes an action's probability exactly zero after softmax in

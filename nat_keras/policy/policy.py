@@ -42,10 +42,11 @@ import numpy as np
 import tensorflow as tf
 
 from nat_keras import ops
-from nat_keras.costing import Budget, cost, plan_cost
 from nat_keras.errors import BudgetError, NatKerasError
-from nat_keras.graph import ArchGraph, Edge, Node
-from nat_keras.plan import TransformPlan, repair, resolve
+from nat_keras.graph import cost
+from nat_keras.graph.arch_graph import ArchGraph, Edge, Node
+from nat_keras.graph.costs import Budget
+from nat_keras.plan import TransformPlan, plan_cost, repair, resolve
 from nat_keras.policy.graph_tensor import to_graph_tensor_batch
 from nat_keras.policy.network import MASKED_LOGIT, PolicyNetwork
 

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from nat_keras import compat
-from nat_keras.graph import ArchGraph
+from nat_keras.graph.arch_graph import ArchGraph
 from nat_keras.plan import TransformPlan
 from nat_keras.policy.policy import Policy
 

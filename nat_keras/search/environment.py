@@ -26,10 +26,10 @@ import numpy as np
 import tensorflow as tf
 
 from nat_keras import ops
-from nat_keras.batchnorm import calibration_images
-from nat_keras.graph import PLACEHOLDER, ArchGraph
+from nat_keras.graph.arch_graph import PLACEHOLDER, ArchGraph
 from nat_keras.plan import TransformPlan
 from nat_keras.supernet.base import Supernet
+from nat_keras.supernet.batchnorm import calibration_images
 from nat_keras.supernet.trainer import SupernetTrainer
 
 
@@ -60,7 +60,7 @@ class SupernetEnvironment(Environment):
     Accuracies are measured in inference mode. Before each one, the BN
     statistics are recalibrated for the architecture measured, on a fixed
     set of `calibration_size` images from the weight split (see
-    `nat_keras.batchnorm`): the supernet's own moving statistics are shared
+    `nat_keras.supernet.batchnorm`): the supernet's own moving statistics are shared
     by every architecture it trains and fit none of them (on digits, the
     source ResNet-20 scored 0.39 with them and 0.98 recalibrated after 50
     supernet steps).

@@ -24,9 +24,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nat_keras.costing import Budget, cost, plan_cost
-from nat_keras.graph import ArchGraph
-from nat_keras.plan import TransformPlan
+from nat_keras.graph import cost
+from nat_keras.graph.arch_graph import ArchGraph
+from nat_keras.graph.costs import Budget
+from nat_keras.plan import TransformPlan, plan_cost
 from nat_keras.policy.policy import Policy
 from nat_keras.policy.reinforce import Reinforce, ReinforceConfig
 from nat_keras.search.environment import Environment

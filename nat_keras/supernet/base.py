@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nat_keras.batchnorm import BatchNormCalibration
+from nat_keras.supernet.batchnorm import BatchNormCalibration
 
 
 class Supernet(keras.Model, abc.ABC):
@@ -61,7 +61,7 @@ class Supernet(keras.Model, abc.ABC):
 
     @property
     def batch_norm_calibration(self) -> BatchNormCalibration:
-        """Sets the BN statistics for one architecture (see `nat_keras.batchnorm`)."""
+        """Sets the BN statistics for one architecture (see `nat_keras.supernet.batchnorm`)."""
         if getattr(self, "_calibration", None) is None:
             self._calibration = BatchNormCalibration(self)
         return self._calibration

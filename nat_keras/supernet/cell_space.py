@@ -75,9 +75,7 @@ import numpy as np
 import tensorflow as tf
 
 from nat_keras import compat, ops
-from nat_keras.graph import PLACEHOLDER, UNIT, ArchGraph
-from nat_keras.plan import TransformPlan
-from nat_keras.search_space.genotypes import (
+from nat_keras.cells.genotypes import (
     CELLS,
     Genotype,
     GenotypeError,
@@ -87,8 +85,8 @@ from nat_keras.search_space.genotypes import (
     genotype_to_arch_graph,
     loose_end_concat,
 )
-from nat_keras.search_space.network import build_network, reduction_cells
-from nat_keras.search_space.operations import (
+from nat_keras.cells.network import build_network, reduction_cells
+from nat_keras.cells.operations import (
     ALL_OPS,
     BN_EPSILON,
     BN_MOMENTUM,
@@ -100,7 +98,9 @@ from nat_keras.search_space.operations import (
     ReLUConvBN,
     from_vocab,
 )
-from nat_keras.search_space.sampler import sample_genotype
+from nat_keras.cells.sampler import sample_genotype
+from nat_keras.graph.arch_graph import PLACEHOLDER, UNIT, ArchGraph
+from nat_keras.plan import TransformPlan
 from nat_keras.supernet.base import Supernet
 
 CONCAT_RULES = ("full", "loose_end")
@@ -362,7 +362,7 @@ class _NodeOps(keras.layers.Layer):
         super().__init__(**kwargs)
         self.op_list, self.channels, self.strides, self.count = tuple(op_list), channels, strides, count
         self.pool_bn = pool_bn
-        # Read when a step is traced, like a Keras BN's (see nat_keras.batchnorm).
+        # Read when a step is traced, like a Keras BN's (see nat_keras.supernet.batchnorm).
         self.momentum = BN_MOMENTUM
         # op -> (kernel pieces, BN pieces); P and S are the packed widths.
         layout: dict[str, tuple[list[_Piece], list[_Piece]]] = {}
@@ -512,7 +512,7 @@ class CellSupernet(Supernet):
       >>> supernet = CellSupernet(num_cells=5, channels=8, input_shape=(16, 16, 3))
       >>> supernet.arch_size
       32
-      >>> arch = supernet.genotype_to_arch(nat_keras.search_space.PUBLISHED["DARTS"])
+      >>> arch = supernet.genotype_to_arch(nat_keras.cells.PUBLISHED["DARTS"])
     """
 
     def __init__(

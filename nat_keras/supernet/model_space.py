@@ -26,14 +26,22 @@ import keras
 import numpy as np
 
 from nat_keras import compat, ops
-from nat_keras.emit import SkipPath, is_padding, layer_name, replacement_layer
-from nat_keras.encode import encode
 from nat_keras.errors import PlanError
-from nat_keras.graph import IDENTITY, MERGE_INPUT, MERGE_NONE, MERGE_SUM, PLACEHOLDER, ArchGraph, Edge
+from nat_keras.graph.arch_graph import (
+    IDENTITY,
+    MERGE_INPUT,
+    MERGE_NONE,
+    MERGE_SUM,
+    PLACEHOLDER,
+    ArchGraph,
+    Edge,
+)
+from nat_keras.graph.encode import encode
+from nat_keras.graph.trace import trace
 from nat_keras.plan import TransformPlan, is_active, resolve, sample_random_plan
-from nat_keras.rebuild import apply_plan
+from nat_keras.rebuild.apply import apply_plan
+from nat_keras.rebuild.emit import SkipPath, is_padding, layer_name, replacement_layer
 from nat_keras.supernet.base import Supernet
-from nat_keras.trace import trace
 
 _ACTION_INDEX = {action: i for i, action in enumerate(ops.ACTIONS)}
 

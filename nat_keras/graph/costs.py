@@ -23,10 +23,10 @@ from nat_keras import ops
 from nat_keras.errors import BudgetError
 
 if TYPE_CHECKING:
-    from nat_keras.graph import ArchGraph, Edge
-    from nat_keras.plan import TransformPlan
+    from nat_keras.graph.arch_graph import ArchGraph, Edge
 
 BN_PARAMS_PER_CHANNEL = 4  # gamma, beta, moving mean, moving variance
+BN_STATISTICS_PER_CHANNEL = 2  # moving mean and variance only (affine-free BN)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +107,24 @@ class Budget:
 # Op-level costs, used by the encoder (legality) and the plan cost.
 
 
+def conv_macs(
+    positions: int, kernel: int | tuple[int, ...], c_in: int, c_out: int, groups: int = 1
+) -> int:
+    """Multiply-adds of a conv: positions * k_h * k_w * C_in * C_out / groups.
+
+    The one MAC formula of nat_keras: a dense layer is a 1x1 conv over its
+    positions, a depthwise conv has groups = C_in, a separable conv is a
+    depthwise conv plus a 1x1 conv. `kernel` is a side (square kernel) or
+    the kernel's full size, e.g. (3, 1) or (5,) for a 1-D conv.
+
+    Example:
+      >>> conv_macs(32 * 32, 3, 16, 16)
+      2359296
+    """
+    taps = math.prod(kernel) if isinstance(kernel, tuple) else kernel * kernel
+    return positions * taps * c_in * c_out // groups
+
+
 def spatial_positions(shape: tuple[int | None, ...]) -> int:
     """Number of positions of a channels-last feature map (None counts as 1)."""
     size = 1
@@ -136,10 +154,11 @@ def replacement_primary_cost(edge: Edge, target: str) -> Cost | None:
     positions = spatial_positions(edge.output_shape)
     bias = c_out if edge.bias else 0
     if family == "conv":
-        return Cost(kernel * kernel * c_in * c_out + bias, positions * kernel * kernel * c_in * c_out)
+        return Cost(kernel * kernel * c_in * c_out + bias, conv_macs(positions, kernel, c_in, c_out))
     if family in ("sep_conv", "dil_conv"):
         depthwise, pointwise = kernel * kernel * c_in, c_in * c_out
-        return Cost(depthwise + pointwise + bias, positions * (depthwise + pointwise))
+        macs = conv_macs(positions, kernel, c_in, c_in, groups=c_in) + conv_macs(positions, 1, c_in, c_out)
+        return Cost(depthwise + pointwise + bias, macs)
     if family in ("max_pool", "avg_pool"):
         return Cost(0, 0) if c_in == c_out else None
     return None
@@ -163,7 +182,10 @@ def projection_cost(edge: Edge) -> Cost | None:
     if edge.stride == 2 and c_out % 2:
         return None
     positions = spatial_positions(edge.output_shape)
-    return Cost(c_in * c_out + BN_PARAMS_PER_CHANNEL * c_out, positions * c_in * c_out)
+    params = c_in * c_out + BN_PARAMS_PER_CHANNEL * c_out
+    if edge.stride == 2:  # two 1x1 convs of C_out / 2
+        return Cost(params, 2 * conv_macs(positions, 1, c_in, c_out // 2))
+    return Cost(params, conv_macs(positions, 1, c_in, c_out))
 
 
 def skip_cost(edge: Edge) -> Cost | None:
@@ -194,65 +216,89 @@ def _darts_cost_after(edge: Edge, action: str) -> Cost:
 
     Costs are those of the standalone network, whose BN is affine.
     """
-    from nat_keras.search_space.operations import from_vocab, op_cost
-
-    if action == ops.SKIP and edge.stride == 1:
-        return Cost(0, 0)
     channels, spatial = edge.input_shape[-1], tuple(edge.input_shape[:2])
-    op = "skip_connect" if action == ops.SKIP else from_vocab(action)  # stride 2: FactorizedReduce
-    return op_cost(op, channels, strides=edge.stride, spatial=spatial)
+    op = ops.IDENTITY if action == ops.SKIP else action  # stride 2: FactorizedReduce
+    return cell_op_cost(op, channels, strides=edge.stride, spatial=spatial)
+
+
+def cell_op_cost(
+    op: str,
+    channels: int,
+    *,
+    strides: int = 1,
+    spatial: int | tuple[int, int] = 32,
+    affine: bool = True,
+    pool_bn: bool = False,
+) -> Cost:
+    """Params (as Keras counts them) and MACs of one of the paper's cell ops.
+
+    The ops are those of `nat_keras.cells.operations`, named in the
+    `nat_keras.ops` vocabulary: sized ops (`conv_3x3`, `sep_conv_5x5`,
+    `dil_conv_3x3`, `max_pool_3x3`, ...), `ops.IDENTITY` (skip_connect: an
+    identity, or a FactorizedReduce at stride 2) and `ops.NULL`. They keep
+    the channel count C. sep_conv_k is (ReLU, depthwise k, 1x1, BN) twice,
+    dil_conv_k once with dilation 2, conv_k is ReLU, conv, BN.
+
+    Args:
+      op: the op's vocabulary name.
+      channels: C (input and output channels).
+      strides: the edge's stride.
+      spatial: the input's height (and width), or (height, width).
+      affine: BNs have gamma and beta (the standalone network) or not (the
+        supernet, as in the paper).
+      pool_bn: pools are followed by a BN (the authors' search-time ops).
+
+    Example:
+      >>> cell_op_cost("conv_3x3", 16, spatial=8)
+      Cost(params=2368, macs=147456, adds=0)
+    """
+    height, width = (spatial, spatial) if isinstance(spatial, int) else spatial
+    positions = -(-height // strides) * -(-width // strides)
+    c = channels
+    bn = (BN_PARAMS_PER_CHANNEL if affine else BN_STATISTICS_PER_CHANNEL) * c
+    if op == ops.NULL or (op == ops.IDENTITY and strides == 1):
+        return Cost(0, 0)
+    if op == ops.IDENTITY:  # FactorizedReduce: two 1x1 convs of C/2, then BN
+        return Cost(c * c + bn, 2 * conv_macs(positions, 1, c, c // 2))
+    parsed = ops.parse_op(op)
+    if parsed is None:
+        raise ValueError(f"{op!r} is not a cell op of the nat_keras.ops vocabulary.")
+    family, k = parsed
+    if family == "conv":
+        return Cost(k * k * c * c + bn, conv_macs(positions, k, c, c))
+    separable = conv_macs(positions, k, c, c, groups=c) + conv_macs(positions, 1, c, c)
+    if family == "sep_conv":
+        return Cost(2 * (k * k * c + c * c + bn), 2 * separable)
+    if family == "dil_conv":
+        return Cost(k * k * c + c * c + bn, separable)
+    return Cost(bn if pool_bn else 0, 0)
 
 
 # ---------------------------------------------------------------------------
-# Whole networks.
+# Whole networks (see also `nat_keras.cost` and `nat_keras.plan.plan_cost`).
 
 
-def cost(model_or_graph: Any) -> Cost:
-    """Params and MACs of a Keras model or an ArchGraph.
-
-    Args:
-      model_or_graph: a Keras 3 functional / Sequential model, or an ArchGraph.
-
-    Returns:
-      A Cost; `params` equals `model.count_params()`.
+def graph_cost(graph: ArchGraph) -> Cost:
+    """Params, MACs and adds of the network an ArchGraph encodes.
 
     Example:
-      >>> nat_keras.cost(nat_keras.models.resnet20()).params  # == count_params()
-      274042
+      >>> graph_cost(nat_keras.encode(model)).params == model.count_params()
+      True
     """
-    from nat_keras.graph import ArchGraph
-
-    if isinstance(model_or_graph, ArchGraph):
-        graph = model_or_graph
-    else:
-        from nat_keras.encode import encode
-
-        graph = encode(model_or_graph)
-    return Cost(graph.params, graph.macs, _adds(graph, {e.id: ops.KEEP for e in graph.edges}))
+    return Cost(graph.params, graph.macs, adds(graph, {e.id: ops.KEEP for e in graph.edges}))
 
 
-def plan_cost(graph: ArchGraph, plan: TransformPlan) -> Cost:
-    """The cost of the network that `apply_plan(model, plan)` would build.
+def adds(graph: ArchGraph, actions: dict[str, str], live_nodes: Any = None) -> int:
+    """Element-wise additions done by sum nodes (inputs - 1 per output element).
 
-    Computed on the graph alone (no Keras model is built); only the parts that
-    still reach an output count, as in the rebuilt model.
+    Args:
+      graph: the network.
+      actions: the action of every edge (placeholders count when not kept).
+      live_nodes: the nodes that still reach an output (default: all).
     """
-    from nat_keras.plan import resolve
-
-    resolution = resolve(graph, plan)
-    total = Cost(0, 0)
-    for edge in graph.edges:
-        if edge.id in resolution.live_edges:
-            total = total + edge_cost_after(edge, resolution.actions[edge.id])
-    node_params = sum(graph.node(n).params for n in resolution.live_nodes)
-    return Cost(total.params + node_params, total.macs, _adds(graph, resolution.actions, resolution))
-
-
-def _adds(graph: ArchGraph, actions: dict[str, str], resolution: Any = None) -> int:
-    """Element-wise additions done by sum nodes (inputs - 1 per output element)."""
-    adds = 0
+    total = 0
     for node in graph.nodes:
-        if resolution is not None and node.id not in resolution.live_nodes:
+        if live_nodes is not None and node.id not in live_nodes:
             continue
         live_inputs = [
             e
@@ -261,5 +307,5 @@ def _adds(graph: ArchGraph, actions: dict[str, str], resolution: Any = None) -> 
         ]
         summed = len(live_inputs) if node.merge in ("sum", "none") else 1
         if summed > 1:
-            adds += (summed - 1) * spatial_positions(node.shape) * (node.shape[-1] or 1)
-    return adds
+            total += (summed - 1) * spatial_positions(node.shape) * (node.shape[-1] or 1)
+    return total

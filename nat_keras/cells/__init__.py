@@ -13,7 +13,7 @@ The paper's cells (Guo et al. 2019, DESIGN.md section 2) in four parts:
 - `network`: the DARTS CIFAR network of a genotype as a functional model.
 
 Example:
-  >>> from nat_keras import search_space as ss
+  >>> from nat_keras import cells as ss
   >>> model = ss.build_network(ss.PUBLISHED["DARTS"], channels=16, num_cells=8)
   >>> graph = ss.genotype_to_arch_graph(ss.PUBLISHED["DARTS"], cell="both")
   >>> plan = {"normal/node1_edge0": "skip"}
@@ -21,7 +21,7 @@ Example:
   ('skip_connect', 0)
 """
 
-from nat_keras.search_space.genotypes import (
+from nat_keras.cells.genotypes import (
     CELLS,
     PUBLISHED,
     TRANSFORMED,
@@ -34,8 +34,8 @@ from nat_keras.search_space.genotypes import (
     genotype_to_arch_graph,
     loose_end_concat,
 )
-from nat_keras.search_space.network import build_network, reduction_cells
-from nat_keras.search_space.operations import (
+from nat_keras.cells.network import build_network, reduction_cells
+from nat_keras.cells.operations import (
     ALL_OPS,
     DARTS_OPS,
     ENAS_OPS,
@@ -55,7 +55,7 @@ from nat_keras.search_space.operations import (
     op_cost,
     to_vocab,
 )
-from nat_keras.search_space.sampler import sample_genotype
+from nat_keras.cells.sampler import sample_genotype
 
 __all__ = [
     "ALL_OPS",

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nat_keras.search_space.genotypes import Entry, Genotype, fully_concat, loose_end_concat
-from nat_keras.search_space.operations import ALL_OPS, DARTS_OPS, NULL
+from nat_keras.cells.genotypes import Entry, Genotype, fully_concat, loose_end_concat
+from nat_keras.cells.operations import ALL_OPS, DARTS_OPS, NULL
 
 CONCAT_RULES = ("full", "loose")
 
@@ -63,7 +63,7 @@ def sample_genotype(
       ValueError: an unknown op or concat rule, or nothing left to draw.
 
     Example:
-      >>> from nat_keras.search_space import ENAS_OPS
+      >>> from nat_keras.cells import ENAS_OPS
       >>> sample_genotype(7, ops=ENAS_OPS, num_nodes=5, concat="loose").num_nodes
       5
     """

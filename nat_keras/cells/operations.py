@@ -26,7 +26,7 @@ shapes, parameters and MACs are the same.
 
 Every op layer carries what an encoder needs: `nat_op` (the op's name in the
 NAT lists, a key of `OPS`), `strides`, and `count_macs(input_shape,
-output_shape)` counting conv MACs as `nat_keras.costing` does
+output_shape)` counting conv MACs as `nat_keras.graph.costs` does
 (H_out * W_out * k * k * C_in * C_out / groups; a depthwise conv counts
 k * k * C per output position; BN, pooling and additions count none).
 
@@ -45,7 +45,7 @@ from typing import Any
 import keras
 
 from nat_keras import ops
-from nat_keras.costing import Cost
+from nat_keras.graph.costs import Cost, cell_op_cost
 
 # The op lists, in the authors' order (their index is the op id of an
 # architecture). DARTS / NAT v1: guoyongcs/NAT genotypes.py
@@ -157,7 +157,7 @@ def _hw(shape: Sequence[int | None]) -> tuple[int, int, int]:
 
 
 def _conv_macs(out_hw: tuple[int, int], kernel: int, c_in: int, c_out: int, groups: int = 1) -> int:
-    """H_out * W_out * k * k * C_in * C_out / groups, as `nat_keras.costing` counts."""
+    """H_out * W_out * k * k * C_in * C_out / groups, as `nat_keras.graph.costs` counts."""
     return out_hw[0] * out_hw[1] * kernel * kernel * c_in * c_out // groups
 
 
@@ -728,30 +728,14 @@ def op_cost(
 
     Returns:
       A `nat_keras.Cost`; equal to the layer's `count_params()` and
-      `count_macs(...)`.
+      `count_macs(...)` (the formulas are `nat_keras.graph.costs.cell_op_cost`).
 
     Example:
       >>> op_cost("conv_3x3", 16, spatial=8)
       Cost(params=2368, macs=147456, adds=0)
     """
-    if op not in ALL_OPS:
-        raise ValueError(f"Unknown cell op {op!r}; the cell ops are {list(ALL_OPS)}.")
-    height, width = (spatial, spatial) if isinstance(spatial, int) else spatial
-    out_hw = (-(-height // strides), -(-width // strides))
-    positions = out_hw[0] * out_hw[1]
-    c, bn = channels, _bn_params(channels, affine)
-    if op == NULL or (op == SKIP_CONNECT and strides == 1):
-        return Cost(0, 0)
-    if op == SKIP_CONNECT:
-        return Cost(c * c + bn, positions * c * c)
-    family, k = ops.parse_op(op)
-    if family == "conv":
-        return Cost(k * k * c * c + bn, positions * k * k * c * c)
-    if family == "sep_conv":
-        return Cost(2 * (k * k * c + c * c + bn), positions * 2 * (k * k * c + c * c))
-    if family == "dil_conv":
-        return Cost(k * k * c + c * c + bn, positions * (k * k * c + c * c))
-    return Cost(bn if pool_bn else 0, 0)
+    options = {"strides": strides, "spatial": spatial, "affine": affine, "pool_bn": pool_bn}
+    return cell_op_cost(to_vocab(op), channels, **options)
 
 
 __all__ = [

@@ -55,8 +55,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from nat_keras import ops
+from nat_keras.cells.operations import ALL_OPS, NULL, SKIP_CONNECT, from_vocab, op_cost, to_vocab
 from nat_keras.errors import NatKerasError, PlanError
-from nat_keras.graph import (
+from nat_keras.graph.arch_graph import (
     IDENTITY,
     MERGE_CONCAT,
     MERGE_INPUT,
@@ -67,7 +68,6 @@ from nat_keras.graph import (
     Edge,
     Node,
 )
-from nat_keras.search_space.operations import ALL_OPS, NULL, SKIP_CONNECT, from_vocab, op_cost, to_vocab
 
 Entry = tuple[str, int]
 CELLS = ("normal", "reduce")

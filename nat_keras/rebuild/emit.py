@@ -19,7 +19,7 @@ import keras
 
 from nat_keras import ops
 from nat_keras.errors import PlanError
-from nat_keras.graph import Edge
+from nat_keras.graph.arch_graph import Edge
 
 PADDING_LAYERS = (keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D)
 

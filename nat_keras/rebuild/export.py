@@ -31,8 +31,10 @@ from typing import Any
 
 import keras
 
-from nat_keras.costing import Cost, cost
+from nat_keras._version import __version__
 from nat_keras.errors import NatKerasError
+from nat_keras.graph import cost, encode
+from nat_keras.graph.costs import Cost
 from nat_keras.plan import TransformPlan
 
 PLAN_FILE = "plan.json"
@@ -110,8 +112,6 @@ def export(
     model_cost = cost(model)
     source_cost = None
     if source is not None:
-        from nat_keras.encode import encode
-
         source_graph = encode(source)
         source_cost = cost(source_graph)
         if plan is not None:
@@ -194,13 +194,9 @@ def _cost_record(
     plan: TransformPlan | None,
 ) -> dict[str, Any]:
     """The content of cost.json (plain JSON types only)."""
-    # Imported here: nat_keras/__init__.py imports this module before it
-    # defines __version__.
-    import nat_keras
-
     record: dict[str, Any] = {
         "format_version": COST_FORMAT_VERSION,
-        "nat_keras_version": nat_keras.__version__,
+        "nat_keras_version": __version__,
         "model": model.name,
         "cost": model_cost.to_dict(),
         "source": None,

@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
 import warnings
 from typing import Any
 
 import keras
 
-from nat_keras import costing, ops
-from nat_keras.graph import (
+from nat_keras import ops
+from nat_keras.graph import costs as costing
+from nat_keras.graph.arch_graph import (
     IDENTITY,
     MERGE_CONCAT,
     MERGE_INPUT,
@@ -48,7 +48,7 @@ from nat_keras.graph import (
     Edge,
     Node,
 )
-from nat_keras.trace import LayerCall, TracedModel, trace
+from nat_keras.graph.trace import LayerCall, TracedModel, trace
 
 DEFAULT_PLACEHOLDER_SPAN = 2
 
@@ -243,7 +243,13 @@ class _Encoder:
         nodes: list[Node] = []
 
         def add_node(
-            key: int, node_id: str, merge: str, layer: str, params: int = 0, post: tuple = ()
+            key: int,
+            node_id: str,
+            merge: str,
+            layer: str,
+            params: int = 0,
+            post: tuple = (),
+            output_index: int = 0,
         ) -> None:
             node_id_of_key[key] = node_id
             nodes.append(
@@ -255,6 +261,7 @@ class _Encoder:
                     post=post,
                     params=params,
                     is_output=key in self.output_keys,
+                    output_index=output_index,
                 )
             )
 
@@ -277,7 +284,7 @@ class _Encoder:
                 # Further outputs of a multi-output layer: one node each, fed
                 # by a protected edge from the first (they come from one call).
                 for index, key in enumerate(call.outputs[1:], start=1):
-                    add_node(key, f"{call.name}:{index}", MERGE_OTHER, call.name)
+                    add_node(key, f"{call.name}:{index}", MERGE_OTHER, call.name, output_index=index)
                     extra_outputs.append((call.name, f"{call.name}:{index}", key))
             elif call.name in unit_by_last_call:
                 unit = unit_by_last_call[call.name]
@@ -439,7 +446,7 @@ def _primary_fields(call: LayerCall, shapes: dict[int, tuple]) -> dict[str, Any]
     }
     if isinstance(layer, keras.layers.Dense):
         inner_positions = costing.spatial_positions(in_shape)
-        return {**fields, "op": ops.DENSE, "macs": inner_positions * c_in * c_out}
+        return {**fields, "op": ops.DENSE, "macs": costing.conv_macs(inner_positions, 1, c_in, c_out)}
     if isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)):
         family = "max_pool" if isinstance(layer, keras.layers.MaxPooling2D) else "avg_pool"
         kernel = _pair(layer.pool_size)
@@ -451,8 +458,8 @@ def _primary_fields(call: LayerCall, shapes: dict[int, tuple]) -> dict[str, Any]
             "macs": 0,
         }
     kernel = _pair(layer.kernel_size)
-    # Kernel positions (k_h * k_w, or k for 1-D); non-square kernels count exactly.
-    taps = math.prod(int(k) for k in layer.kernel_size)
+    # The full kernel size: non-square and 1-D kernels count exactly.
+    kernel_size = tuple(int(k) for k in layer.kernel_size)
     dilation = _pair(layer.dilation_rate)
     stride = _pair(layer.strides)
     if isinstance(layer, keras.layers.DepthwiseConv2D):
@@ -464,19 +471,19 @@ def _primary_fields(call: LayerCall, shapes: dict[int, tuple]) -> dict[str, Any]
             "stride": stride,
             "dilation": dilation,
             "groups": c_in,
-            "macs": positions * taps * c_in * multiplier,
+            "macs": costing.conv_macs(positions, kernel_size, c_in, c_in * multiplier, groups=c_in),
         }
     if isinstance(layer, keras.layers.SeparableConv2D):
         family = "sep_conv" if dilation == 1 else "dil_conv"
         multiplier = layer.depth_multiplier
-        depthwise = positions * taps * c_in * multiplier
+        depthwise = costing.conv_macs(positions, kernel_size, c_in, c_in * multiplier, groups=c_in)
         return {
             **fields,
             "op": _sized_op(family, layer.kernel_size),
             "kernel": kernel,
             "stride": stride,
             "dilation": dilation,
-            "macs": depthwise + positions * c_in * multiplier * c_out,
+            "macs": depthwise + costing.conv_macs(positions, 1, c_in * multiplier, c_out),
         }
     groups = int(getattr(layer, "groups", 1))
     is_1d = isinstance(layer, keras.layers.Conv1D)
@@ -487,7 +494,7 @@ def _primary_fields(call: LayerCall, shapes: dict[int, tuple]) -> dict[str, Any]
         "stride": stride,
         "dilation": dilation,
         "groups": groups,
-        "macs": positions * taps * c_in * c_out // groups,
+        "macs": costing.conv_macs(positions, kernel_size, c_in, c_out, groups),
     }
 
 

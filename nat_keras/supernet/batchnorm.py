@@ -156,7 +156,7 @@ def recalibrate(model: keras.Model, images: Any) -> keras.Model:
       `model`, for chaining.
 
     Example:
-      >>> new_model = nat_keras.batchnorm.recalibrate(new_model, x_train[:256])
+      >>> new_model = nat_keras.supernet.batchnorm.recalibrate(new_model, x_train[:256])
     """
     # Eager: a one-off call, and a fresh tf.function per call would retrace.
     BatchNormCalibration(model, traced=False).calibrate(images)

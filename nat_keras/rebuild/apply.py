@@ -19,10 +19,7 @@ from typing import Any
 import keras
 
 from nat_keras import compat, ops
-from nat_keras.costing import Budget, plan_cost
-from nat_keras.emit import SkipPath, is_padding, layer_name, replacement_layer
-from nat_keras.encode import encode
-from nat_keras.graph import (
+from nat_keras.graph.arch_graph import (
     IDENTITY,
     MERGE_CONCAT,
     MERGE_INPUT,
@@ -33,9 +30,12 @@ from nat_keras.graph import (
     Edge,
     Node,
 )
-from nat_keras.layers import ZerosLike
-from nat_keras.plan import Resolution, TransformPlan, is_active, resolve
-from nat_keras.trace import LayerCall, TracedModel, trace
+from nat_keras.graph.costs import Budget, graph_cost
+from nat_keras.graph.encode import encode
+from nat_keras.graph.trace import LayerCall, TracedModel, trace
+from nat_keras.plan import Resolution, TransformPlan, is_active, plan_cost, resolve
+from nat_keras.rebuild.emit import SkipPath, is_padding, layer_name, replacement_layer
+from nat_keras.rebuild.layers import ZerosLike
 
 
 def apply_plan(
@@ -72,14 +72,8 @@ def apply_plan(
     graph = graph if graph is not None else encode(model)
     resolution = resolve(graph, plan)
     if budget is not None:
-        budget.check(plan_cost(graph, plan), _source_cost(graph), what=f"The plan for {graph.name!r}")
+        budget.check(plan_cost(graph, plan), graph_cost(graph), what=f"The plan for {graph.name!r}")
     return _Rebuilder(trace(model), graph, resolution).build(name or model.name)
-
-
-def _source_cost(graph: ArchGraph):
-    from nat_keras.costing import cost
-
-    return cost(graph)
 
 
 class _Rebuilder:

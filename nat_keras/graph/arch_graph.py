@@ -55,6 +55,8 @@ class Node:
         after a residual sum); they are part of the node, not of any edge.
       params: parameters of the node's layers (0 for Add/Concatenate).
       is_output: whether the tensor is a model output.
+      output_index: which output of `layer` the tensor is (0 but for the
+        further outputs of a multi-output layer).
     """
 
     id: str
@@ -64,6 +66,7 @@ class Node:
     post: tuple[str, ...] = ()
     params: int = 0
     is_output: bool = False
+    output_index: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +92,7 @@ class Edge:
       bias: the primary op has a bias (a NAT++ replacement keeps one then).
       library: where the edge's ops come from: "keras" (an encoded model's
         layers; replacements are single Keras layers) or "darts" (the cell
-        search space's ops, `nat_keras.search_space`; replacements are whole
+        search space's ops, `nat_keras.cells`; replacements are whole
         DARTS ops, with their own cost).
       params: parameters, as Keras `count_params()` counts them.
       primary_params: the part of `params` in the primary op (what a NAT++
@@ -255,18 +258,6 @@ class ArchGraph:
     @classmethod
     def from_json(cls, text: str) -> ArchGraph:
         return cls.from_dict(json.loads(text))
-
-    def to_graph_tensor(self):
-        """This graph as a `tfgnn.GraphTensor` (see `nat_keras.policy`)."""
-        from nat_keras.policy.graph_tensor import to_graph_tensor
-
-        return to_graph_tensor(self)
-
-    @classmethod
-    def from_graph_tensor(cls, graph_tensor) -> ArchGraph:
-        from nat_keras.policy.graph_tensor import from_graph_tensor
-
-        return from_graph_tensor(graph_tensor)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ArchGraph):

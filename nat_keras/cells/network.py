@@ -41,8 +41,8 @@ from typing import Any
 
 import keras
 
-from nat_keras.search_space.genotypes import Entry, Genotype
-from nat_keras.search_space.operations import (
+from nat_keras.cells.genotypes import Entry, Genotype
+from nat_keras.cells.operations import (
     NULL,
     SKIP_CONNECT,
     DropPath,
