@@ -1,7 +1,15 @@
 """Errors raised by nat_keras.
 
 Every error names the model, layer or edge at fault and says what to do, so a
-user can act on the message without reading our code.
+user can act on the message without reading our code. Each also subclasses
+the built-in error it refines (ValueError for bad values, TypeError for
+unsupported types), so `except ValueError` keeps working.
+
+Example:
+  >>> try:
+  ...     nat_keras.TransformPlan(fingerprint="", actions={}, space="nas")
+  ... except ValueError as error:   # an ActionSpaceError
+  ...     print(error)
 """
 
 from __future__ import annotations
@@ -21,3 +29,11 @@ class PlanError(NatKerasError, ValueError):
 
 class BudgetError(NatKerasError, ValueError):
     """A plan would make the model cost more than its budget allows."""
+
+
+class ActionSpaceError(NatKerasError, ValueError):
+    """An action space other than "nat" or "nat++" was asked for."""
+
+
+class ConfigError(NatKerasError, ValueError):
+    """An option or config value is out of range or of the wrong kind."""

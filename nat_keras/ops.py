@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 
+from nat_keras.errors import ActionSpaceError
+
 # Actions a plan may assign to an edge. The first three are NAT's (keep the op,
 # make it an identity / skip connection, remove it); the rest are NAT++'s
 # replacements by a cheaper operation. The order is fixed: it indexes masks.
@@ -94,3 +96,23 @@ def action_mask(legal: tuple[str, ...] | list[str], space: str = "nat++") -> lis
     """A boolean mask over ACTIONS of the legal actions within `space`."""
     allowed = set(ACTION_SPACES[space])
     return [a in legal and a in allowed for a in ACTIONS]
+
+
+def check_space(space: str, *, where: str = "") -> str:
+    """`space` if it names an action space, else an ActionSpaceError.
+
+    Args:
+      space: "nat" (keep / skip / none) or "nat++" (also the cheaper ops).
+      where: who asks, for the message (e.g. "Policy", "ModelSupernet 'x'").
+
+    Example:
+      >>> check_space("nat++")
+      'nat++'
+    """
+    if space not in ACTION_SPACES:
+        prefix = f"{where}: " if where else ""
+        raise ActionSpaceError(
+            f"{prefix}unknown action space {space!r}; use one of {list(ACTION_SPACES)} "
+            '("nat": keep / skip / none; "nat++": also the cheaper ops).'
+        )
+    return space

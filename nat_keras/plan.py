@@ -56,8 +56,7 @@ class TransformPlan:
     space: str = "nat++"
 
     def __post_init__(self):
-        if self.space not in ops.ACTION_SPACES:
-            raise PlanError(f"Unknown action space {self.space!r}; use one of {list(ops.ACTION_SPACES)}.")
+        ops.check_space(self.space, where="TransformPlan")
         # Keep only real changes, in a stable order, so equal plans compare equal.
         changes = {k: v for k, v in sorted(dict(self.actions).items()) if v != ops.KEEP}
         object.__setattr__(self, "actions", changes)
