@@ -37,3 +37,11 @@ class ActionSpaceError(NatKerasError, ValueError):
 
 class ConfigError(NatKerasError, ValueError):
     """An option or config value is out of range or of the wrong kind."""
+
+
+class UnknownNameError(NatKerasError, KeyError):
+    """A node, edge or layer name that the graph or model does not have."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its message; this one is a sentence.
+        return str(self.args[0]) if self.args else ""

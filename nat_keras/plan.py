@@ -264,7 +264,7 @@ def sample_random_plan(
       >>> plan.validate(graph)  # never raises
     """
     rng = np.random.default_rng(rng)
-    allowed = set(ops.ACTION_SPACES[space])
+    allowed = set(ops.ACTION_SPACES[ops.check_space(space, where="sample_random_plan")])
     actions: dict[str, str] = {}
     for edge in graph.edges:
         legal = [a for a in edge.actions if a in allowed and a != ops.KEEP]

@@ -16,6 +16,7 @@ import dataclasses
 from typing import Any
 
 from nat_keras.data.specs import DatasetSpec, get_spec
+from nat_keras.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,12 +92,12 @@ class DataConfig:
             positive["image_size"] = self.image_size
         for field, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"DataConfig.{field} must be a positive int; got {value!r}.")
+                raise ConfigError(f"DataConfig.{field} must be a positive int; got {value!r}.")
         for field, value in {"crop_padding": self.crop_padding, "cutout": self.cutout}.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"DataConfig.{field} must be an int >= 0 (0 turns it off); got {value!r}.")
+                raise ConfigError(f"DataConfig.{field} must be an int >= 0 (0 turns it off); got {value!r}.")
         if not 0.0 < self.weight_fraction < 1.0:
-            raise ValueError(
+            raise ConfigError(
                 "DataConfig.weight_fraction is the share of the training split that trains the "
                 f"supernet weights and must lie strictly between 0 and 1; got {self.weight_fraction!r}."
             )
@@ -156,7 +157,7 @@ class DataConfig:
         valid = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(options) - valid)
         if unknown:
-            raise ValueError(f"Unknown DataConfig option(s) {unknown}; valid options: {sorted(valid)}.")
+            raise ConfigError(f"Unknown DataConfig option(s) {unknown}; valid options: {sorted(valid)}.")
         return cls(**options)
 
     def replace(self, **changes: Any) -> DataConfig:

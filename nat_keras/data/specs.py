@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from nat_keras.errors import ConfigError
+
 # Per-channel statistics of the training images scaled to [0, 1]. CIFAR-10's
 # are the constants of DARTS / NAT's code, so our inputs match the paper's.
 CIFAR10_MEAN: tuple[float, float, float] = (0.49139968, 0.48215827, 0.44653124)
@@ -148,4 +150,4 @@ def get_spec(name: str) -> DatasetSpec:
         return DATASETS[name]
     except (KeyError, TypeError):
         valid = ", ".join(sorted(DATASETS))
-        raise ValueError(f"Unknown dataset {name!r}; valid names: {valid}.") from None
+        raise ConfigError(f"Unknown dataset {name!r}; valid names: {valid}.") from None

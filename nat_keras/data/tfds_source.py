@@ -26,7 +26,7 @@ import tensorflow_datasets as tfds
 
 from nat_keras.data.config import DataConfig
 from nat_keras.data.specs import DatasetSpec
-from nat_keras.errors import NatKerasError
+from nat_keras.errors import ConfigError, NatKerasError
 
 
 class DatasetNotPreparedError(NatKerasError, FileNotFoundError):
@@ -102,7 +102,7 @@ def prepared_builder(config: DataConfig) -> tfds.core.DatasetBuilder:
     """
     spec = config.spec
     if spec.source != "tfds" or spec.tfds_name is None:
-        raise ValueError(f"Dataset {spec.name!r} does not come from TFDS.")
+        raise ConfigError(f"Dataset {spec.name!r} does not come from TFDS.")
     # `tfds.builder` only reads code and the local data directory (no GCS
     # look-up unless try_gcs=True), so this cannot hang offline.
     builder = tfds.builder(spec.tfds_name, data_dir=config.data_dir)

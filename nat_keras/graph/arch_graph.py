@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from nat_keras import ops
-from nat_keras.errors import NatKerasError
+from nat_keras.errors import NatKerasError, UnknownNameError
 
 SCHEMA_VERSION = 1
 
@@ -179,13 +179,13 @@ class ArchGraph:
         try:
             return self._node_index[node_id]
         except KeyError:
-            raise KeyError(f"ArchGraph {self.name!r} has no node {node_id!r}.") from None
+            raise UnknownNameError(f"ArchGraph {self.name!r} has no node {node_id!r}.") from None
 
     def edge(self, edge_id: str) -> Edge:
         try:
             return self._edge_index[edge_id]
         except KeyError:
-            raise KeyError(f"ArchGraph {self.name!r} has no edge {edge_id!r}.") from None
+            raise UnknownNameError(f"ArchGraph {self.name!r} has no edge {edge_id!r}.") from None
 
     def has_edge(self, edge_id: str) -> bool:
         return edge_id in self._edge_index

@@ -20,7 +20,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from nat_keras import ops
-from nat_keras.errors import BudgetError
+from nat_keras.errors import BudgetError, ConfigError
 
 if TYPE_CHECKING:
     from nat_keras.graph.arch_graph import ArchGraph, Edge
@@ -69,7 +69,7 @@ class Budget:
 
     def __post_init__(self):
         if self.params_ratio <= 0 or self.macs_eps < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"Budget needs params_ratio > 0 and macs_eps >= 0, got {self.params_ratio}, {self.macs_eps}."
             )
 
@@ -262,7 +262,7 @@ def cell_op_cost(
         return Cost(c * c + bn, 2 * conv_macs(positions, 1, c, c // 2))
     parsed = ops.parse_op(op)
     if parsed is None:
-        raise ValueError(f"{op!r} is not a cell op of the nat_keras.ops vocabulary.")
+        raise ConfigError(f"{op!r} is not a cell op of the nat_keras.ops vocabulary.")
     family, k = parsed
     if family == "conv":
         return Cost(k * k * c * c + bn, conv_macs(positions, k, c, c))

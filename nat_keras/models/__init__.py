@@ -19,6 +19,7 @@ from typing import Any
 
 import keras
 
+from nat_keras.errors import ConfigError
 from nat_keras.models.mobilenet_v2 import mobilenet_v2
 from nat_keras.models.resnet import resnet, resnet20, resnet56
 from nat_keras.models.vgg import vgg16
@@ -65,5 +66,5 @@ def get_model(name: str, /, **kwargs: Any) -> keras.Model:
         factory = MODELS[name]
     except KeyError:
         valid = ", ".join(sorted(MODELS))
-        raise ValueError(f"Unknown model {name!r}; valid names: {valid}.") from None
+        raise ConfigError(f"Unknown model {name!r}; valid names: {valid}.") from None
     return factory(**kwargs)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import keras
 
+from nat_keras.errors import ConfigError
+
 STAGE_FILTERS: tuple[int, ...] = (16, 32, 64)
 
 
@@ -92,7 +94,7 @@ def resnet(
       ('resnet32', (None, 10))
     """
     if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"ResNet depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, ...); got {depth!r}.")
+        raise ConfigError(f"ResNet depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, ...); got {depth!r}.")
     blocks_per_stage = (depth - 2) // 6
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
 

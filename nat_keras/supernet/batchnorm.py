@@ -40,6 +40,7 @@ import keras
 import tensorflow as tf
 
 from nat_keras import compat
+from nat_keras.errors import ConfigError
 
 
 def statistics_layers(model: keras.Model) -> list[Any]:
@@ -139,7 +140,7 @@ def calibration_images(dataset: tf.data.Dataset, count: int = 256) -> Any:
     examples = dataset.unbatch().take(count).batch(count)
     for inputs, _ in examples:
         return inputs
-    raise ValueError("calibration_images: the dataset has no examples to calibrate BN statistics on.")
+    raise ConfigError("calibration_images: the dataset has no examples to calibrate BN statistics on.")
 
 
 def recalibrate(model: keras.Model, images: Any) -> keras.Model:
