@@ -1,14 +1,17 @@
 """NAT's cell search space: ops as Keras layers, genotypes as data, networks.
 
-The paper's cells (Guo et al. 2019, DESIGN.md section 2) in four parts:
+The paper's cells (Guo et al. 2019, docs/design.md section 2), in data-flow order:
 
 - `operations`: the candidate ops (SepConv, DilConv, ReLUConvBN,
   FactorizedReduce, PoolBN, Identity, Zero, DropPath) as registered Keras 3
   layers, the op lists `DARTS_OPS`, `ENAS_OPS`, `NATPP_OPS`, and the `OPS`
   registry name -> (C, stride, affine) -> layer.
-- `genotypes`: the `Genotype` dataclass, the concat rules, the authors'
-  published cells (`PUBLISHED`), and conversion to and from `ArchGraph`
-  (plus applying a `TransformPlan` to a genotype).
+- `genotype`: the `Genotype` dataclass, its `Entry` pairs, the concat rules
+  and `GenotypeError`.
+- `published`: the authors' published cells (`PUBLISHED`, `TRANSFORMED`).
+- `cell_graph`: genotypes to and from `ArchGraph`.
+- `cell_plan`: the NAT actions between genotypes, and a `TransformPlan`
+  applied to a genotype.
 - `sampler`: random genotypes, as NAT's trainer draws its inputs.
 - `network`: the DARTS CIFAR network of a genotype as a functional model.
 
@@ -21,19 +24,9 @@ Example:
   ('skip_connect', 0)
 """
 
-from nat_keras.cells.genotypes import (
-    CELLS,
-    PUBLISHED,
-    TRANSFORMED,
-    Genotype,
-    GenotypeError,
-    apply_plan_to_genotype,
-    arch_graph_to_genotype,
-    fully_concat,
-    genotype_actions,
-    genotype_to_arch_graph,
-    loose_end_concat,
-)
+from nat_keras.cells.cell_graph import arch_graph_to_genotype, genotype_to_arch_graph
+from nat_keras.cells.cell_plan import apply_plan_to_genotype, genotype_actions
+from nat_keras.cells.genotype import CELLS, Genotype, GenotypeError, fully_concat, loose_end_concat
 from nat_keras.cells.network import build_network, reduction_cells
 from nat_keras.cells.operations import (
     ALL_OPS,
@@ -55,6 +48,7 @@ from nat_keras.cells.operations import (
     op_cost,
     to_vocab,
 )
+from nat_keras.cells.published import PUBLISHED, TRANSFORMED
 from nat_keras.cells.sampler import sample_genotype
 
 __all__ = [

@@ -41,7 +41,7 @@ from typing import Any
 
 import keras
 
-from nat_keras.cells.genotypes import Entry, Genotype
+from nat_keras.cells.genotype import Entry, Genotype
 from nat_keras.cells.operations import (
     NULL,
     SKIP_CONNECT,

@@ -3,7 +3,7 @@
 The authors' `ArchMaster` in "force uniform" mode draws, for each node, two
 inputs uniformly among the cell inputs and the earlier nodes (independently,
 so both may be the same) and two ops uniformly from the op list without its
-last entry, `null` ("beta sampled uniformly without null", DESIGN.md 2).
+last entry, `null` ("beta sampled uniformly without null", docs/design.md section 2).
 
 Example:
   >>> g = sample_genotype(0)
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nat_keras.cells.genotypes import Entry, Genotype, fully_concat, loose_end_concat
+from nat_keras.cells.genotype import Entry, Genotype, fully_concat, loose_end_concat
 from nat_keras.cells.operations import ALL_OPS, DARTS_OPS, NULL
 
 CONCAT_RULES = ("full", "loose")

@@ -75,7 +75,7 @@ import numpy as np
 import tensorflow as tf
 
 from nat_keras import compat, ops
-from nat_keras.cells.genotypes import (
+from nat_keras.cells import (
     CELLS,
     Genotype,
     GenotypeError,
