@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import nat_keras
 from nat_keras import ops
+from nat_keras.errors import ActionSpaceError
 from nat_keras.plan import repair
 from nat_keras.policy.policy import Policy
 from nat_keras.policy.reinforce import Reinforce, ReinforceConfig
@@ -92,6 +96,89 @@ def test_save_and_load(graph, policy, tmp_path):
     np.testing.assert_allclose(loaded.probabilities(graph), policy.probabilities(graph), atol=1e-6)
     with pytest.raises(nat_keras.NatKerasError, match="not a saved nat_keras policy"):
         Policy.load(tmp_path)
+
+
+def _random_draws() -> tuple[float, ...]:
+    """One draw from each global stream a user may have seeded."""
+    return (
+        random.random(),
+        float(np.random.rand()),
+        float(tf.random.uniform([])),
+        float(keras.random.uniform([])),
+    )
+
+
+def test_a_seeded_policy_leaves_the_global_random_streams_alone():
+    keras.utils.set_random_seed(123)
+    expected = _random_draws()
+    keras.utils.set_random_seed(123)
+    Policy(space="nat", seed=7)
+    Policy(seed=None)
+    assert _random_draws() == expected
+
+
+def test_equal_seeds_give_equal_weights_and_other_seeds_other_weights():
+    first, second = Policy(seed=4).network.get_weights(), Policy(seed=4).network.get_weights()
+    other = Policy(seed=5).network.get_weights()
+    unseeded = Policy(seed=None).network.get_weights(), Policy(seed=None).network.get_weights()
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Biases start at zero whatever the seed; every kernel and embedding differs.
+    random_weights = [i for i, w in enumerate(first) if np.any(w != 0)]
+    assert len(random_weights) > len(first) / 2
+    for i in random_weights:
+        assert not np.array_equal(first[i], other[i]), i
+        assert not np.array_equal(unseeded[0][i], unseeded[1][i]), i
+
+
+def test_with_space_returns_a_new_policy_with_copied_weights(graph):
+    original = Policy(space="nat++", seed=2, keep_prior=0.8)
+    probs_before = original.probabilities(graph)
+    restricted = original.with_space("nat")
+    assert restricted is not original
+    assert (original.space, restricted.space) == ("nat++", "nat")
+    assert (restricted.hidden, restricted.rounds, restricted.keep_prior) == (64, 2, 0.8)
+    np.testing.assert_array_equal(original.probabilities(graph), probs_before)
+    for a, b in zip(original.network.get_weights(), restricted.network.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # The other space, from the same network: no probability outside "nat", and
+    # the same logits where both spaces allow the action.
+    nat = np.array([a in ops.ACTION_SPACES["nat"] for a in ops.ACTIONS])
+    restricted_probs = restricted.probabilities(graph)
+    assert np.all(restricted_probs[:, ~nat] == 0.0) and np.any(probs_before[:, ~nat] > 0.0)
+    np.testing.assert_allclose(
+        original.logits(graph).numpy()[:, nat] - _keep_bias(original, graph, "nat++"),
+        restricted.logits(graph).numpy()[:, nat] - _keep_bias(restricted, graph, "nat"),
+        atol=1e-5,
+    )
+    # The weights are copies: training one does not move the other.
+    kernel = restricted.network.logits.kernel
+    kernel.assign(kernel + 1.0)
+    np.testing.assert_array_equal(original.probabilities(graph), probs_before)
+
+
+def _keep_bias(policy: Policy, graph, space: str) -> np.ndarray:
+    """[edges, 1] the keep prior's bias on each edge's keep logit (0 on the other actions)."""
+    legal = np.array([np.sum(np.array(e.mask(space))) for e in graph.edges], dtype=float)[:, None]
+    odds = policy.keep_prior / (1.0 - policy.keep_prior)
+    bias = np.where(legal > 1, np.log(odds * np.maximum(legal - 1.0, 1.0)), 0.0)
+    nat = [a for a in ops.ACTIONS if a in ops.ACTION_SPACES["nat"]]
+    return bias * (np.array(nat) == ops.KEEP)[None, :]
+
+
+def test_an_unknown_action_space_is_an_action_space_error():
+    with pytest.raises(ActionSpaceError, match=r"Policy: unknown action space 'nas'"):
+        Policy(space="nas")
+    try:
+        Policy(space="nas")
+    except ValueError as error:  # callers that catch the built-in base still work
+        assert isinstance(error, ActionSpaceError)
+    else:
+        pytest.fail("Policy(space='nas') did not raise")
+    policy = Policy(space="nat", seed=0)
+    with pytest.raises(ActionSpaceError, match="'nas'"):
+        policy.with_space("nas")
+    assert policy.space == "nat"
 
 
 def _flat_logits(policy: Policy) -> Policy:

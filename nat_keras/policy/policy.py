@@ -22,19 +22,27 @@ policy proposes a few changes per plan and decodes greedily to the input
 itself. The network learns on top of it; `keep_prior=None` is the paper's
 plain softmax.
 
+Seeds. `Policy(seed=...)` seeds only the policy's own initial weights: it
+never reseeds Python, NumPy or TensorFlow globally, so creating a policy
+leaves the user's random streams where they were. `sample(seed=...)` uses a
+local NumPy generator too.
+
 Example:
   >>> policy = Policy(space="nat")
   >>> plan = policy.sample(graph, seed=0)            # or greedy=True
   >>> policy.log_prob(graph, plan), policy.entropy(graph)
+  >>> nat_policy = Policy(space="nat++").with_space("nat")  # a copy; the original is unchanged
   >>> policy.save("policy_dir"); Policy.load("policy_dir")
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
-from collections.abc import Sequence
+import random
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import keras
@@ -62,10 +70,20 @@ class Policy:
       space: "nat" or "nat++".
       hidden: width of the GNN's node and edge states.
       rounds: rounds of message passing.
-      seed: seeds the GNN's initial weights.
+      seed: seeds the GNN's initial weights (equal seeds, equal weights), and
+        nothing else: the global Python / NumPy / TensorFlow seeds are left
+        alone. None: fresh weights from OS entropy.
       keep_prior: probability of "keep" on each edge when the network's
         logits are equal (see the module docstring), in (0, 1); None for no
         prior.
+
+    Raises:
+      ActionSpaceError: `space` is not an action space (a ValueError).
+      NatKerasError: `keep_prior` is outside (0, 1).
+
+    Example:
+      >>> policy = Policy(space="nat", seed=0)
+      >>> plan = policy.sample(nat_keras.encode(model), greedy=True)
     """
 
     def __init__(
@@ -77,19 +95,21 @@ class Policy:
         seed: int | None = 0,
         keep_prior: float | None = 0.9,
     ):
-        if space not in ops.ACTION_SPACES:
-            raise NatKerasError(f"Unknown action space {space!r}; use one of {list(ops.ACTION_SPACES)}.")
+        ops.check_space(space, where="Policy")
         if keep_prior is not None and not 0.0 < keep_prior < 1.0:
             raise NatKerasError(f"keep_prior must be in (0, 1) or None, got {keep_prior!r}.")
         self.space = space
         self.keep_prior = keep_prior
         self.hidden = hidden
         self.rounds = rounds
-        if seed is not None:
-            keras.utils.set_random_seed(seed)
-        self.network = PolicyNetwork(hidden=hidden, rounds=rounds, name="nat_policy")
-        self._space_mask = tf.constant([a in ops.ACTION_SPACES[space] for a in ops.ACTIONS])
-        self.network(graph=to_graph_tensor_batch([_tiny_graph()]))  # build the weights
+        # Keras draws a default seed from Python's global `random` for every
+        # unseeded initializer it creates: restore that stream, then draw the
+        # weights again from seeds of our own.
+        with _global_python_random_kept():
+            self.network = PolicyNetwork(hidden=hidden, rounds=rounds, name="nat_policy")
+            self.network(graph=to_graph_tensor_batch([_tiny_graph()]))  # build the weights
+        _draw_initial_weights(self.network, seed)
+        self._space_mask = _space_mask(space)
         # One traced graph per GraphTensor shape family; eager Keras calls
         # would spend most of a search step in Python overhead.
         self._forward = tf.function(lambda gt: self.network(graph=gt), reduce_retracing=True)
@@ -219,12 +239,24 @@ class Policy:
         return plan
 
     def with_space(self, space: str) -> Policy:
-        """This policy (same weights) restricted to another action space."""
-        if space not in ops.ACTION_SPACES:
-            raise NatKerasError(f"Unknown action space {space!r}; use one of {list(ops.ACTION_SPACES)}.")
-        self.space = space
-        self._space_mask = tf.constant([a in ops.ACTION_SPACES[space] for a in ops.ACTIONS])
-        return self
+        """A new policy with a copy of these weights, deciding in another action space.
+
+        This policy is left as it was, and the copy's weights are its own
+        (training one does not move the other).
+
+        Args:
+          space: "nat" (keep / skip / none) or "nat++" (also the cheaper ops).
+
+        Raises:
+          ActionSpaceError: `space` is not an action space.
+
+        Example:
+          >>> nat_policy = default_policy().with_space("nat")
+        """
+        ops.check_space(space, where="Policy.with_space")
+        copy = Policy(space=space, hidden=self.hidden, rounds=self.rounds, seed=0, keep_prior=self.keep_prior)
+        copy.network.set_weights(self.network.get_weights())  # numpy copies: nothing is shared
+        return copy
 
     # -- persistence --------------------------------------------------------
 
@@ -303,7 +335,60 @@ def default_policy(*, space: str = "nat++") -> Policy:
             f"The default policy is missing from {DEFAULT_POLICY_DIR!r}; reinstall nat_keras, or train one "
             "with examples/train_policy.py and pass it as policy=Policy.load(...)."
         )
-    return Policy.load(DEFAULT_POLICY_DIR).with_space(space)
+    policy = Policy.load(DEFAULT_POLICY_DIR)
+    return policy if policy.space == space else policy.with_space(space)
+
+
+def _space_mask(space: str) -> tf.Tensor:
+    """[len(ops.ACTIONS)] bools: which actions `space` allows."""
+    return tf.constant([a in ops.ACTION_SPACES[space] for a in ops.ACTIONS])
+
+
+@contextlib.contextmanager
+def _global_python_random_kept() -> Iterator[None]:
+    """Whatever runs inside leaves the state of Python's global `random` as it found it."""
+    state = random.getstate()
+    try:
+        yield
+    finally:
+        random.setstate(state)
+
+
+def _leaf_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """The layers under `layer` that hold weights themselves (models and Sequentials opened)."""
+    children = getattr(layer, "layers", None)
+    if children is None:
+        return [layer]
+    return [leaf for child in children for leaf in _leaf_layers(child)]
+
+
+def _draw_initial_weights(network: keras.Model, seed: int | None) -> None:
+    """Draws every weight of `network` again from its layer's initializer, seeded from `seed` only.
+
+    Each weight gets its own seed from a local `np.random.SeedSequence`, so
+    equal seeds give equal weights and no global random state is read or
+    advanced (Keras initializers with an int seed are stateless). seed=None
+    takes fresh OS entropy.
+    """
+    pairs = [(layer, variable) for layer in _leaf_layers(network) for variable in layer.weights]
+    if len(pairs) != len(network.weights):
+        raise NatKerasError(
+            f"Policy: found {len(pairs)} of the {len(network.weights)} weights of {network.name!r} in its "
+            "layers; _draw_initial_weights cannot seed them all (a bug in nat_keras.policy)."
+        )
+    seeds = np.random.SeedSequence(seed).generate_state(len(pairs))
+    for (layer, variable), variable_seed in zip(pairs, seeds):
+        initializer = getattr(layer, f"{variable.name}_initializer", None)
+        if initializer is None:
+            raise NatKerasError(
+                f"Policy: no initializer for weight {variable.path!r} (looked for "
+                f"{type(layer).__name__}.{variable.name}_initializer); cannot seed it (a bug in "
+                "nat_keras.policy)."
+            )
+        config = initializer.get_config()
+        if "seed" in config:  # constant initializers (zeros, ones) have none and need none
+            initializer = type(initializer).from_config({**config, "seed": int(variable_seed)})
+        variable.assign(initializer(tuple(variable.shape), dtype=variable.dtype))
 
 
 def _action_indices(graph: ArchGraph, plans: Sequence[TransformPlan]) -> tf.Tensor:
