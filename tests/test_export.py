@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import conv_chain
 
 import nat_keras
 from nat_keras.errors import NatKerasError, PlanError
@@ -47,13 +48,6 @@ def exported(
     return export(transformed, tmp_path_factory.mktemp("export") / "resnet20", plan=plan, source=source)
 
 
-def _small_model(name: str = "small") -> keras.Model:
-    inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    return keras.Model(inputs, keras.layers.Dense(2, name="logits")(x), name=name)
-
-
 def test_saved_model_serves_like_the_model(exported: ExportResult, transformed: keras.Model) -> None:
     images = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype("float32")
     loaded = tf.saved_model.load(str(exported.export_dir))  # keep it alive: serve() reads its variables
@@ -83,7 +77,7 @@ def test_cost_json(exported: ExportResult, transformed: keras.Model, source: ker
 
 
 def test_without_plan_or_source(tmp_path: pathlib.Path) -> None:
-    model = _small_model()
+    model = conv_chain("small")
     result = export(model, tmp_path / "out")
     assert result.plan_path is None and result.source_cost is None and result.ratio is None
     assert not (tmp_path / "out" / PLAN_FILE).exists()
@@ -95,7 +89,7 @@ def test_without_plan_or_source(tmp_path: pathlib.Path) -> None:
 
 def test_empty_existing_dir_is_used(tmp_path: pathlib.Path) -> None:
     (tmp_path / "out").mkdir()
-    export(_small_model(), tmp_path / "out")
+    export(conv_chain("small"), tmp_path / "out")
     assert (tmp_path / "out" / "saved_model.pb").is_file()
 
 
@@ -104,7 +98,7 @@ def test_refuses_to_overwrite(tmp_path: pathlib.Path) -> None:
     target.mkdir()
     (target / "keep.txt").write_text("precious", encoding="utf-8")
     with pytest.raises(NatKerasError, match=r"(?s)out.*overwrite=True.*another path"):
-        export(_small_model(), target)
+        export(conv_chain("small"), target)
     assert [p.name for p in target.iterdir()] == ["keep.txt"]
     # No staging directory is left behind either.
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
@@ -114,7 +108,7 @@ def test_refuses_a_file(tmp_path: pathlib.Path) -> None:
     target = tmp_path / "out"
     target.write_text("not a directory", encoding="utf-8")
     with pytest.raises(NatKerasError, match="not a directory"):
-        export(_small_model(), target, overwrite=True)
+        export(conv_chain("small"), target, overwrite=True)
     assert target.read_text(encoding="utf-8") == "not a directory"
 
 
@@ -123,18 +117,18 @@ def test_refuses_the_working_directory(tmp_path: pathlib.Path, monkeypatch: pyte
     monkeypatch.chdir(tmp_path / "work" / "sub")
     for target in (".", "..", tmp_path / "work"):
         with pytest.raises(NatKerasError, match="current working directory"):
-            export(_small_model(), target, overwrite=True)
+            export(conv_chain("small"), target, overwrite=True)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["sub", "work"]
 
 
 def test_overwrite_replaces_everything(tmp_path: pathlib.Path) -> None:
     target = tmp_path / "out"
-    first = _small_model("first")
+    first = conv_chain("first")
     graph = nat_keras.encode(first)
     export(first, target, plan=TransformPlan.keep_all(graph), source=first)
     (target / "stale.txt").write_text("old", encoding="utf-8")
 
-    second = _small_model("second")
+    second = conv_chain("second")
     result = export(second, target, overwrite=True)
     names = {p.name for p in target.iterdir()}
     # The old export's files are gone (no stale plan.json describing another model).
@@ -149,7 +143,7 @@ def test_overwrite_replaces_everything(tmp_path: pathlib.Path) -> None:
 
 
 def test_plan_for_another_model_is_refused(tmp_path: pathlib.Path, plan: TransformPlan) -> None:
-    model = _small_model()
+    model = conv_chain("small")
     with pytest.raises(PlanError, match="made for model"):
         export(model, tmp_path / "out", plan=plan, source=model)
     assert not (tmp_path / "out").exists()
@@ -158,7 +152,7 @@ def test_plan_for_another_model_is_refused(tmp_path: pathlib.Path, plan: Transfo
 
 def test_failed_export_keeps_the_old_one(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "out"
-    export(_small_model("first"), target)
+    export(conv_chain("first"), target)
     before = sorted(p.relative_to(target) for p in target.rglob("*"))
 
     def broken_export(self: keras.Model, *args: object, **kwargs: object) -> None:
@@ -166,7 +160,7 @@ def test_failed_export_keeps_the_old_one(tmp_path: pathlib.Path, monkeypatch: py
 
     monkeypatch.setattr(keras.Model, "export", broken_export)
     with pytest.raises(RuntimeError, match="disk full"):
-        export(_small_model("second"), target, overwrite=True)
+        export(conv_chain("second"), target, overwrite=True)
     assert sorted(p.relative_to(target) for p in target.rglob("*")) == before
     assert json.loads((target / COST_FILE).read_text(encoding="utf-8"))["model"] == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]

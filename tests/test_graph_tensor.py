@@ -222,7 +222,8 @@ def test_round_trip_is_exact(make):
     # but a list where a tuple belongs would break hashing elsewhere.
     for a, b in zip(back.edges, graph.edges, strict=True):
         assert dataclasses.astuple(a) == dataclasses.astuple(b)
-        assert isinstance(b.layers, tuple) and isinstance(b.input_shape, tuple)
+        assert isinstance(a.layers, tuple) and isinstance(a.input_shape, tuple)
+        assert isinstance(a.actions, tuple) and isinstance(a.output_shape, tuple)
     assert back.fingerprint() == graph.fingerprint()
     assert hash(back) == hash(graph)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from conftest import all_layers, nested_model, policy_off_keep, two_io_dict_model, two_io_list_model
 
 import nat_keras
 from nat_keras.policy import Policy
@@ -18,34 +19,8 @@ from nat_keras.policy import Policy
 NUM_PLANS = 20
 
 # ---------------------------------------------------------------------------
-# Model factories. Each has transformable edges, so random plans change things.
-
-
-def nested_model() -> keras.Model:
-    """A functional residual block and a Sequential block, each used once, inside a functional model."""
-    block_in = keras.Input((8, 8, 8))
-    y = keras.layers.Conv2D(8, 3, padding="same", name="res_conv1")(block_in)
-    y = keras.layers.BatchNormalization(name="res_bn1")(y)
-    y = keras.layers.ReLU(name="res_relu1")(y)
-    y = keras.layers.Conv2D(8, 3, padding="same", name="res_conv2")(y)
-    y = keras.layers.Add(name="res_add")([y, block_in])
-    res_block = keras.Model(block_in, y, name="res_block")
-    seq_block = keras.Sequential(
-        [
-            keras.Input((8, 8, 8)),
-            keras.layers.SeparableConv2D(8, 5, padding="same", name="seq_sep"),
-            keras.layers.BatchNormalization(name="seq_bn"),
-            keras.layers.Conv2D(16, 3, strides=2, padding="same", name="seq_conv"),
-        ],
-        name="seq_block",
-    )
-    inputs = keras.Input((8, 8, 3), name="image")
-    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
-    x = res_block(x)
-    x = seq_block(x)
-    x = keras.layers.Conv2D(16, 3, padding="same", name="after")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    return keras.Model(inputs, keras.layers.Dense(4, name="logits")(x), name="nested")
+# Model factories (the nested and two-input / two-output ones are shared, in
+# conftest.py). Each has transformable edges, so random plans change things.
 
 
 def shared_conv_model() -> keras.Model:
@@ -74,34 +49,6 @@ def shared_dense_model() -> keras.Model:
     b = shared(keras.layers.GlobalMaxPooling2D(name="gmp_b")(b))
     x = keras.layers.Add(name="add")([a, b])
     return keras.Model(inputs, keras.layers.Dense(2, name="logits")(x), name="shared_dense_net")
-
-
-def _two_io_body(image: keras.KerasTensor, aux: keras.KerasTensor) -> tuple[keras.KerasTensor, ...]:
-    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(image)
-    x = keras.layers.Conv2D(8, 3, padding="same", name="c1")(x)
-    x = keras.layers.BatchNormalization(name="c1_bn")(x)
-    x = keras.layers.ReLU(name="c1_relu")(x)
-    x = keras.layers.Conv2D(8, 5, padding="same", name="c2")(x)
-    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool")(x)
-    x = keras.layers.Conv2D(8, 3, padding="same", name="c3")(x)
-    features = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    side = keras.layers.Dense(8, name="aux_dense")(aux)
-    joint = keras.layers.Concatenate(name="joint")([features, side])
-    return keras.layers.Dense(3, name="cls")(joint), keras.layers.Dense(1, name="reg")(features)
-
-
-def two_io_dict_model() -> keras.Model:
-    """Two inputs and two outputs, both given as dicts."""
-    image, aux = keras.Input((8, 8, 3), name="image"), keras.Input((5,), name="aux")
-    cls, reg = _two_io_body(image, aux)
-    return keras.Model({"image": image, "aux": aux}, {"cls": cls, "reg": reg}, name="two_io_dict")
-
-
-def two_io_list_model() -> keras.Model:
-    """Two inputs and two outputs, both given as lists."""
-    image, aux = keras.Input((8, 8, 3), name="image"), keras.Input((5,), name="aux")
-    cls, reg = _two_io_body(image, aux)
-    return keras.Model([image, aux], [cls, reg], name="two_io_list")
 
 
 def sequential_model() -> keras.Model:
@@ -143,7 +90,7 @@ SHARED = {"shared_conv": "shared_conv", "shared_dense": "shared_dense"}
 def _randomize_batchnorm(model: keras.Model, seed: int = 0) -> keras.Model:
     """Non-trivial BN statistics, so that weight copying is actually checked."""
     rng = np.random.default_rng(seed)
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             shapes = [w.shape for w in layer.get_weights()]
             layer.set_weights(
@@ -155,15 +102,6 @@ def _randomize_batchnorm(model: keras.Model, seed: int = 0) -> keras.Model:
                 ]
             )
     return model
-
-
-def _all_layers(model: keras.Model) -> list:
-    found = []
-    for layer in model.layers:
-        found.append(layer)
-        if isinstance(layer, keras.Model):
-            found.extend(_all_layers(layer))
-    return found
 
 
 def _input_struct(model: keras.Model):
@@ -306,33 +244,45 @@ def second_input_shortcut_model() -> keras.Model:
 def test_random_plans_keep_every_input_connected() -> None:
     model = second_input_shortcut_model()
     graph = nat_keras.encode(model)
+    rng = np.random.default_rng(0)
+    a, b = (rng.normal(size=(2, 8, 8, 4)).astype("float32") for _ in range(2))
     for seed in range(5):
         plan = nat_keras.sample_random_plan(graph, seed, change_prob=1.0)
-        plan.validate(graph)  # sample_random_plan promises a legal plan
-        nat_keras.apply_plan(model, plan, graph=graph)
+        plan.validate(graph)  # raises if sample_random_plan broke its promise of a legal plan
+        assert plan.action("b->add") == "keep", plan.actions  # b's only way into the network
+        assert plan.actions, "change_prob=1.0 changes every edge it can"
+        rebuilt = nat_keras.apply_plan(model, plan, graph=graph)
+        assert [t.name for t in rebuilt.inputs] == ["a", "b"]
+        # b still reaches the output: changing it changes the predictions.
+        moved = np.abs(_predict(rebuilt, [a, b]) - _predict(rebuilt, [a, b + 1.0])).max()
+        assert moved > 1e-3, (seed, plan.actions)
+
+
+@pytest.fixture(scope="module")
+def changing_policies() -> dict[str, Policy]:
+    """Policies whose greedy plans change edges (the shipped policy keeps every
+    edge, so `transform` with it would only repeat the keep-all test above)."""
+    return {space: policy_off_keep(space) for space in ("nat", "nat++")}
 
 
 @pytest.mark.parametrize("space", ["nat", "nat++"])
-@pytest.mark.parametrize("policy", ["default", "uniform"])
-def test_transform_without_data(case, space, policy) -> None:
-    """nat_keras.transform works on each special model: a new model, same I/O, within budget.
-
-    With the shipped policy (which keeps every edge greedily) and a fresh
-    policy without a keep prior (whose greedy plan changes edges).
-    """
-    _, model, _ = case
+def test_transform_without_data(case, space, changing_policies) -> None:
+    """transform changes each special model: a new model, same I/O, the cost `plan_cost` predicts."""
+    _, model, graph = case
     before = _weights_of(model)
-    if policy == "default":
-        new = nat_keras.transform(model, space=space, verbose=0)
-    else:
-        uniform = Policy(space=space, seed=0, keep_prior=None)
-        new = nat_keras.transform(model, policy=uniform, verbose=0)
-        assert new.nat_report.plan.actions
+    new = nat_keras.transform(model, policy=changing_policies[space], verbose=0)
     report = new.nat_report
+    assert report.plan.actions, "the policy's greedy plan changes edges"
+    assert set(report.plan.actions.values()) <= set(nat_keras.ops.ACTION_SPACES[space])
+    assert _shapes(_input_struct(new)) == _shapes(_input_struct(model))
     assert _shapes(_output_struct(new)) == _shapes(_output_struct(model))
+    # What the rebuilt model costs, measured on it, is what the plan predicted from the graph.
+    predicted = nat_keras.plan_cost(graph, report.plan)
+    assert nat_keras.cost(new) == predicted == report.cost_after
+    assert new.count_params() == predicted.params
     assert nat_keras.Budget().allows(report.cost_after, report.cost_before)
-    assert new.count_params() == report.cost_after.params
-    _predict(new, _inputs_for(model))
+    y = _predict(new, _inputs_for(model))
+    assert all(np.all(np.isfinite(v)) for v in keras.tree.flatten(y))
     for a, b in zip(before, _weights_of(model)):
         np.testing.assert_array_equal(a, b)
 

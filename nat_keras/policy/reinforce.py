@@ -1,7 +1,7 @@
 """REINFORCE for the NAT policy: moving-average baseline, entropy bonus, Adam.
 
 loss = -mean_ij[(R_ij - b) * log pi(alpha_ij | beta_i)] - entropy_weight * H(pi(. | beta)),
-with R = acc(alpha; w) - acc(beta; w) on the same held-out batch (DESIGN.md
+with R = acc(alpha; w) - acc(beta; w) on the same held-out batch (docs/design.md,
 section 2). Adam uses the paper's settings (3e-4, betas (0.5, 0.999)) with
 L2 weight decay added to the gradient, as PyTorch's Adam does.
 
