@@ -24,7 +24,7 @@ import os
 import sys
 import time
 
-import nat_keras  # first: prepares the two Kerases (docs/design.md, section 4)
+import nat_keras  # first: prepares the two Kerases (docs/design.md, section 5)
 
 # isort: split
 import keras

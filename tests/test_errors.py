@@ -1,7 +1,7 @@
 """Bad input gives a nat_keras error that names the model / layer / edge and says what to do.
 
 Also: nat_keras never mutates the user's model, and `import nat_keras` sets up
-(or explains why it cannot set up) the two Kerases of docs/design.md, section 4.
+(or explains why it cannot set up) the two Kerases of docs/design.md, section 5.
 """
 
 from __future__ import annotations

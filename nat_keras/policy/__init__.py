@@ -2,7 +2,7 @@
 
 This package is the only place in nat_keras that imports `tensorflow_gnn`
 (which needs `TF_USE_LEGACY_KERAS=1` set before TensorFlow is first imported;
-see docs/design.md, section 4). `graph_tensor` converts an ArchGraph to a
+see docs/design.md, section 5). `graph_tensor` converts an ArchGraph to a
 `tfgnn.GraphTensor` under the GraphSchema stored in `schema.pbtxt`, and back.
 """
 
