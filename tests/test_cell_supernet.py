@@ -1,4 +1,4 @@
-"""CellSupernet: NAT's cell-space supernet (DESIGN.md sections 2-3, "Supernet").
+"""CellSupernet: NAT's cell-space supernet (docs/design.md sections 2-3, "Supernet").
 
 The supernets here are tiny (3 cells, C=4, 8x8 inputs): the first trace of a
 supernet step compiles every switch branch. Equality with the extracted
@@ -245,7 +245,7 @@ def test_input_graphs_and_arch_of(darts):
         assert pairs[entry][0] == before[entry][0]  # inputs never change
         assert pairs[entry][1] == changed.get(entry, before[entry][1])
     np.testing.assert_array_equal(arch, darts.arch_of(graph, skip))  # a plain mapping works too
-    expected = apply_plan_to_genotype(genotype, skip, **darts._graph_kwargs())
+    expected = apply_plan_to_genotype(genotype, skip, **darts.arch_codec.graph_kwargs)
     assert darts.arch_to_genotype(arch) == expected
 
 
@@ -329,13 +329,13 @@ def _row_pieces(supernet: CellSupernet, arch: np.ndarray) -> set[tuple[str, int,
     """(layer, row, op) of every edge op the arch runs."""
     chosen = set()
     genotype = supernet.arch_to_genotype(arch)
-    for spec in supernet._specs:
+    for spec in supernet.cell_specs:
         entries, _ = genotype.cell("reduce" if spec.reduction else "normal")
         for position, (op, source) in enumerate(entries):
             node = position // 2
             for g, group in enumerate(spec.groups(node)):
                 if group.start <= source < group.start + group.count:
-                    layer = supernet._edge_ops.entries[(spec.index, node, g)]
+                    layer = supernet.node_ops(spec.index, node, g)
                     chosen.add((layer.name, source - group.start, op))
     return chosen
 
