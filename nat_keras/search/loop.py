@@ -1,11 +1,13 @@
 """NAT's alternating search: a pass of supernet weights, then a pass of policy.
 
-Per epoch (DESIGN.md section 2): the environment trains its shared weights w
+Per epoch (docs/design.md section 2): the environment trains its shared weights w
 for `weight_steps` steps on its weight split, then the policy takes
 `policy_steps` REINFORCE steps; each draws m input architectures and n plans
 per input, scores them on one held-out batch and updates theta. Checkpoints
 (policy, its optimizer, the baseline, the epoch; the supernet trainer keeps
-its own) let a stopped search resume; TensorBoard gets reward, baseline,
+its own) let a stopped search resume, and the per-epoch history is kept
+beside them (`history.json`), so a resumed run returns every epoch's;
+TensorBoard gets reward, baseline,
 entropy and cost ratio; a Keras Progbar shows the policy pass.
 
 Example:
@@ -17,7 +19,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import tempfile
 from typing import Any
 
 import keras
@@ -62,15 +66,44 @@ class SearchConfig:
         return cls(**{**data, "reinforce": ReinforceConfig.from_dict(data.get("reinforce", {}))})
 
 
+_PER_EPOCH = ("reward", "baseline", "entropy", "cost_ratio", "epoch_evaluations")
+
+
 @dataclasses.dataclass
 class SearchHistory:
-    """Per-epoch means of the policy pass."""
+    """Per-epoch means of the policy pass, one entry per epoch run so far.
+
+    Attributes:
+      reward / baseline / entropy / cost_ratio: per-epoch means.
+      epoch_evaluations: plans scored in each epoch.
+      evaluations: plans scored in all epochs.
+    """
 
     reward: list[float] = dataclasses.field(default_factory=list)
     baseline: list[float] = dataclasses.field(default_factory=list)
     entropy: list[float] = dataclasses.field(default_factory=list)
     cost_ratio: list[float] = dataclasses.field(default_factory=list)
     evaluations: int = 0
+    epoch_evaluations: list[int] = dataclasses.field(default_factory=list)
+
+    def truncated(self, epochs: int) -> SearchHistory:
+        """The history of the first `epochs` epochs."""
+        kept = {key: list(getattr(self, key)[:epochs]) for key in _PER_EPOCH}
+        return SearchHistory(**kept, evaluations=int(sum(kept["epoch_evaluations"])))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchHistory:
+        """Inverse of `to_dict`.
+
+        Example:
+          >>> SearchHistory.from_dict(history.to_dict()) == history
+          True
+        """
+        kept = {key: list(data.get(key, [])) for key in _PER_EPOCH}
+        return cls(**kept, evaluations=int(data.get("evaluations", sum(kept["epoch_evaluations"]))))
 
 
 class NATSearch:
@@ -80,8 +113,12 @@ class NATSearch:
       environment: where rewards come from.
       policy: the Policy to train (modified in place).
       config: search settings.
-      directory: checkpoints and TensorBoard logs; resumes from a checkpoint
-        found there. None keeps nothing on disk.
+      directory: checkpoints, the history so far (`history.json`) and
+        TensorBoard logs; resumes from a checkpoint found there, history
+        included. None keeps nothing on disk.
+
+    Attributes:
+      history: every epoch's means so far (restored on resume).
     """
 
     def __init__(
@@ -98,23 +135,57 @@ class NATSearch:
         self.learner = Reinforce(policy, self.config.reinforce)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="search_epoch")
         self._checkpoint = tf.train.Checkpoint(epoch=self.epoch, **self.learner.checkpoint_objects())
-        self._manager = self._writer = None
+        self._manager = self._writer = self._history_path = None
+        self.history = SearchHistory()
         if directory is not None:
             directory = os.fspath(directory)
             self._manager = tf.train.CheckpointManager(
                 self._checkpoint, os.path.join(directory, "search_checkpoints"), max_to_keep=3
             )
+            self._history_path = os.path.join(directory, "history.json")
             if self._manager.latest_checkpoint:
                 self._checkpoint.restore(self._manager.latest_checkpoint).assert_existing_objects_matched()
+                self.history = self._load_history(int(self.epoch.numpy()))
             self._writer = tf.summary.create_file_writer(os.path.join(directory, "tensorboard"))
+
+    def _load_history(self, epochs: int) -> SearchHistory:
+        """The saved history of the first `epochs` epochs (those of the restored checkpoint).
+
+        The history is written before each checkpoint, so it may run ahead of
+        the latest checkpoint (a stop between the two), never behind it,
+        except for a directory written before histories were kept: then the
+        earlier epochs' entries are missing and the history starts empty.
+        """
+        if self._history_path is None or not os.path.exists(self._history_path):
+            return SearchHistory()
+        with open(self._history_path) as file:
+            saved = SearchHistory.from_dict(json.load(file))
+        return saved.truncated(epochs) if len(saved.reward) >= epochs else SearchHistory()
+
+    def _save_history(self) -> None:
+        """Write `history.json` atomically: a stop mid-write leaves the old file whole."""
+        directory = os.path.dirname(self._history_path)
+        os.makedirs(directory, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".history.", suffix=".json")
+        try:
+            with os.fdopen(handle, "w") as file:
+                json.dump(self.history.to_dict(), file)
+            os.replace(temporary, self._history_path)
+        except BaseException:
+            os.unlink(temporary)
+            raise
 
     @property
     def resumed_epoch(self) -> int:
         return int(self.epoch.numpy())
 
     def run(self, *, verbose: int = 1) -> SearchHistory:
-        """Run the remaining epochs (all of them unless resumed)."""
-        history = SearchHistory()
+        """Run the remaining epochs (all of them unless resumed).
+
+        Returns:
+          The history of every epoch, those run before a resume included.
+        """
+        history = self.history
         config = self.config
         for epoch in range(int(self.epoch.numpy()), config.epochs):
             if config.weight_steps:
@@ -122,7 +193,8 @@ class NATSearch:
             stats = self._policy_pass(epoch, verbose)
             for key in ("reward", "baseline", "entropy", "cost_ratio"):
                 getattr(history, key).append(stats[key])
-            history.evaluations += stats["evaluations"]
+            history.epoch_evaluations.append(int(stats["evaluations"]))
+            history.evaluations += int(stats["evaluations"])
             self.epoch.assign(epoch + 1)
             if self._writer is not None:
                 with self._writer.as_default(step=epoch + 1):
@@ -131,6 +203,8 @@ class NATSearch:
             if self._manager is not None and (
                 (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs
             ):
+                # History first: on resume it is cut back to the checkpoint's epoch.
+                self._save_history()
                 self._manager.save(checkpoint_number=epoch + 1)
         return history
 
