@@ -4,7 +4,9 @@
 (40%) and a policy part (60%), as in the paper, plus the untouched test split,
 each a batched, prefetched `tf.data.Dataset` of `(float32 images, int32
 labels)`. A TFDS dataset that is not prepared fails at once with the command
-that prepares it, unless `download=True` (DESIGN.md section 5).
+that prepares it, unless `download=True` (docs/design.md section 7). A dataset
+of the user's own is split the same way by `split`, per example by a seeded
+hash of its content, so reshuffling never mixes the parts.
 
 Example:
   >>> from nat_keras import data
@@ -19,7 +21,7 @@ from nat_keras.data.config import DataConfig
 from nat_keras.data.digits import DigitsArrays, load_digits_arrays
 from nat_keras.data.pipeline import Preprocessing, cutout, pad_and_random_crop
 from nat_keras.data.specs import DATASETS, DatasetSpec, get_spec
-from nat_keras.data.splits import NatSplits, load_splits, weight_mask
+from nat_keras.data.splits import NatSplits, load_splits, split, weight_mask
 from nat_keras.data.tfds_source import DatasetNotPreparedError
 
 __all__ = [
@@ -35,5 +37,6 @@ __all__ = [
     "load_digits_arrays",
     "load_splits",
     "pad_and_random_crop",
+    "split",
     "weight_mask",
 ]

@@ -1,6 +1,6 @@
 """`load_splits`: the data a NAT search and the final training run on.
 
-NAT splits the training set in two (DESIGN.md section 2): 40% trains the
+NAT splits the training set in two (docs/design.md sections 2 and 7): 40% trains the
 supernet weights w, 60% trains the policy theta (it is where rewards are
 measured). The test split is returned apart and is never used for search.
 
@@ -18,6 +18,10 @@ Which parts are shuffled and augmented:
   train     yes       yes (`augment`)                final training (weights + policy)
   test      no        no                             final accuracy only
 
+A `tf.data.Dataset` of the user's own goes through `split` instead: each
+example is assigned by a seeded hash of its inputs, so the parts stay
+disjoint however the dataset reshuffles between epochs.
+
 Example:
   >>> splits = load_splits("digits", batch_size=32)
   >>> splits.num_weights_examples, splits.num_policy_examples, splits.num_test_examples
@@ -25,6 +29,7 @@ Example:
   >>> images, labels = next(iter(splits.weights))
   >>> images.shape
   TensorShape([32, 32, 32, 3])
+  >>> mine = split(my_dataset.shuffle(1000).batch(32), seed=0)   # weights / policy by content
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ import tensorflow as tf
 from nat_keras.data import digits as digits_lib
 from nat_keras.data import tfds_source
 from nat_keras.data.config import DataConfig
-from nat_keras.data.pipeline import Preprocessing, batched
+from nat_keras.data.pipeline import Preprocessing
+from nat_keras.data.pipeline import batched as batched_pipeline
+from nat_keras.errors import ConfigError
 
 # Each part draws shuffles and augmentations from its own seed stream.
 _STREAM_OFFSETS = {"weights": 0, "policy": 1, "train": 2, "test": 3}
@@ -46,9 +53,15 @@ _STREAM_OFFSETS = {"weights": 0, "policy": 1, "train": 2, "test": 3}
 
 @dataclasses.dataclass(frozen=True)
 class NatSplits:
-    """The batched parts of one dataset, as `load_splits` returns them.
+    """The batched parts of one dataset, as `load_splits` and `split` return them.
 
-    Every dataset yields `(float32 images [B, H, W, C], int32 labels [B])`.
+    From `load_splits`, every dataset yields `(float32 images [B, H, W, C],
+    int32 labels [B])` and every field is set. From `split` (a dataset of
+    the user's own) the parts yield what the dataset yields, `test` is None
+    (no test split is given, and search never reads one), and what cannot be
+    known without reading the whole dataset is None: the example counts,
+    `mean`, `std` and `config`, and `num_classes` / `image_shape` unless the
+    dataset's element spec shows them.
 
     Attributes:
       weights: the supernet-weight part of the training split, shuffled and
@@ -70,20 +83,22 @@ class NatSplits:
 
     weights: tf.data.Dataset
     policy: tf.data.Dataset
-    test: tf.data.Dataset
+    test: tf.data.Dataset | None
     train: tf.data.Dataset
-    num_classes: int
-    image_shape: tuple[int, int, int]
-    num_weights_examples: int
-    num_policy_examples: int
-    num_test_examples: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    config: DataConfig
+    num_classes: int | None
+    image_shape: tuple[int, ...] | None
+    num_weights_examples: int | None
+    num_policy_examples: int | None
+    num_test_examples: int | None
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    config: DataConfig | None
 
     @property
-    def num_train_examples(self) -> int:
-        """Examples in the whole training split (`weights` + `policy`)."""
+    def num_train_examples(self) -> int | None:
+        """Examples in the whole training split (`weights` + `policy`); None if unknown."""
+        if self.num_weights_examples is None or self.num_policy_examples is None:
+            return None
         return self.num_weights_examples + self.num_policy_examples
 
 
@@ -135,7 +150,7 @@ def _build_parts(
     cache = config.resolved_cache
 
     def part(dataset: tf.data.Dataset, name: str, *, augment: bool, shuffle: bool) -> tf.data.Dataset:
-        return batched(
+        return batched_pipeline(
             dataset,
             preprocessing=preprocessing,
             batch_size=config.batch_size if name in ("weights", "train") else config.resolved_eval_batch_size,
@@ -270,3 +285,134 @@ def load_splits(name: str | None = None, *, config: DataConfig | None = None, **
     if config.spec.source == "sklearn":
         return _load_digits(config)
     return _load_tfds(config)
+
+
+# Buckets of the per-example hash: the weight fraction is honoured to 1e-6.
+_HASH_BUCKETS = 1 << 20
+# Second half of the hash key: keeps these hashes apart from other seeded uses.
+_HASH_SALT = 0x4E41545F53504C54  # "NAT_SPLT"
+
+
+def split(
+    dataset: tf.data.Dataset,
+    *,
+    weights_fraction: float = 0.4,
+    seed: int = 0,
+    batched: bool | None = None,
+) -> NatSplits:
+    """Splits a dataset of the user's own into supernet-weight and policy parts.
+
+    Each example goes to the weight part when a hash of its inputs, keyed by
+    `seed`, falls in the first `weights_fraction` of the hash range (SipHash,
+    `tf.strings.to_hash_bucket_strong`, of the serialized input tensors). The
+    assignment depends on an example's content only, never on its position,
+    so it is the same in every epoch however the dataset reshuffles, and the
+    two parts never share an example. Identical inputs land in the same part.
+    Random augmentation inside `dataset` changes the content, hence the
+    assignment: pass the dataset before augmenting.
+
+    A dataset of batches is unbatched, split, and batched again with its own
+    batch size (a static batch size stays static: `drop_remainder`); a
+    dataset of examples gives parts of examples.
+
+    Args:
+      dataset: a `tf.data.Dataset` of `(inputs, labels)` (or `(inputs,
+        labels, sample_weights)`) examples or batches; `inputs` may be a
+        tensor or a structure of tensors (multi-input models).
+      weights_fraction: share of examples for the supernet weights, in (0, 1).
+      seed: keys the hash; another seed gives another assignment.
+      batched: whether elements are batches; None detects it: batches when
+        every component has rank >= 1 and all share one leading dimension
+        (unknown or equal). Pass it when examples could pass for batches,
+        e.g. 8x8 images with one-hot labels of 8 classes.
+
+    Returns:
+      A `NatSplits` whose `weights` and `policy` are the two parts, `train`
+      is `dataset` itself (for fine-tuning on all of it), `test` is None, and
+      the counts, `mean`, `std` and `config` are None (unknown without
+      reading the data); `num_classes` is set for one-hot labels and
+      `image_shape` for a single input tensor of rank 3.
+
+    Raises:
+      ConfigError: `dataset` is not a tf.data.Dataset, `weights_fraction` is
+        not in (0, 1), `seed` is negative, or a batched dataset is empty.
+
+    Example:
+      >>> data = tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(1000).batch(32)
+      >>> parts = nat_keras.data.split(data, seed=0)
+      >>> new_model = nat_keras.transform(model, data=parts)
+    """
+    if not isinstance(dataset, tf.data.Dataset):
+        raise ConfigError(
+            f"split() takes a tf.data.Dataset of (inputs, labels) examples or batches, got "
+            f"{type(dataset).__name__}."
+        )
+    if not 0.0 < weights_fraction < 1.0:
+        raise ConfigError(f"split(): weights_fraction must be in (0, 1), got {weights_fraction!r}.")
+    if int(seed) < 0:
+        raise ConfigError(f"split(): seed must be a non-negative integer, got {seed!r}.")
+    batched = _looks_batched(dataset.element_spec) if batched is None else batched
+    examples, batch_size, static = dataset, None, False
+    if batched:
+        batch_size, static = _batch_size(dataset)
+        examples = dataset.unbatch()
+    threshold = tf.constant(round(weights_fraction * _HASH_BUCKETS), tf.int64)
+    key = [int(seed), _HASH_SALT]
+
+    def in_weights(*element: Any) -> tf.Tensor:
+        inputs = element[0] if len(element) >= 2 else element
+        content = tf.strings.reduce_join([tf.io.serialize_tensor(t) for t in tf.nest.flatten(inputs)])
+        return tf.strings.to_hash_bucket_strong(content, _HASH_BUCKETS, key) < threshold
+
+    def part(keep: bool) -> tf.data.Dataset:
+        chosen = examples.filter(lambda *e: tf.equal(in_weights(*e), keep))
+        if batched:
+            chosen = chosen.batch(batch_size, drop_remainder=static)
+        return chosen.prefetch(tf.data.AUTOTUNE)
+
+    num_classes, image_shape = _shapes_shown(examples.element_spec)
+    return NatSplits(
+        weights=part(True),
+        policy=part(False),
+        test=None,
+        train=dataset,
+        num_classes=num_classes,
+        image_shape=image_shape,
+        num_weights_examples=None,
+        num_policy_examples=None,
+        num_test_examples=None,
+        mean=None,
+        std=None,
+        config=None,
+    )
+
+
+def _looks_batched(spec: Any) -> bool:
+    shapes = [leaf.shape for leaf in tf.nest.flatten(spec)]
+    if not shapes or any(shape.rank is None or shape.rank == 0 for shape in shapes):
+        return False
+    return len({shape[0] for shape in shapes}) == 1
+
+
+def _batch_size(dataset: tf.data.Dataset) -> tuple[int, bool]:
+    """(batch size, whether it is static) of a dataset of batches."""
+    leading = tf.nest.flatten(dataset.element_spec)[0].shape[0]
+    if leading is not None:
+        return int(leading), True
+    for element in dataset.take(1):
+        return int(tf.shape(tf.nest.flatten(element)[0])[0]), False
+    raise ConfigError("split() got an empty dataset; pass the (inputs, labels) batches to split.")
+
+
+def _shapes_shown(spec: Any) -> tuple[int | None, tuple[int, ...] | None]:
+    """(num_classes, image_shape) as far as an example's element spec shows them."""
+    if not isinstance(spec, tuple) or len(spec) < 2:
+        return None, None
+    inputs, labels = spec[0], spec[1]
+    num_classes = None
+    if isinstance(labels, tf.TensorSpec) and labels.shape.rank == 1 and (labels.shape[0] or 0) > 1:
+        num_classes = int(labels.shape[0])  # one-hot rows
+    image_shape = None
+    if isinstance(inputs, tf.TensorSpec) and inputs.shape.rank == 3 and inputs.shape.is_fully_defined():
+        image_shape = tuple(int(d) for d in inputs.shape)
+    return num_classes, image_shape
