@@ -3,9 +3,12 @@
 Without data, the default policy shipped in the package decodes a plan
 greedily. With data, the model's supernet is built from its weights (inside
 the given `tf.distribute` strategy), supernet weights and policy are trained
-alternately (40% / 60% of the data), `num_candidates` plans are sampled and
+alternately (40% / 60% of the data) with the model's own objective (its
+compiled loss, else the one its output activation implies: see
+`nat_keras.objective`), `num_candidates` plans are sampled and
 the best by supernet accuracy on held-out policy data is kept, and the model
-is rebuilt: kept layers carry the source weights, new layers the supernet's.
+is rebuilt: kept layers (nested ones too) carry the source weights, new
+layers the supernet's.
 Its BN statistics are then recalibrated on training images (after the
 optional fine-tuning), since ops upstream of kept BNs may have changed; a
 kept source architecture that was not fine-tuned is returned as it was.
@@ -32,6 +35,7 @@ from nat_keras.graph import cost
 from nat_keras.graph.arch_graph import ArchGraph
 from nat_keras.graph.costs import Budget, Cost
 from nat_keras.graph.encode import encode
+from nat_keras.objective import Objective, objective_of
 from nat_keras.plan import TransformPlan, plan_cost
 from nat_keras.rebuild.apply import apply_plan
 from nat_keras.report import format_plan
@@ -101,9 +105,13 @@ def transform(
       model: a Keras 3 functional or Sequential model.
       data: None (use the policy as it is), a `nat_keras.data.NatSplits`, or
         a tf.data.Dataset of (inputs, labels) training batches (split 40% /
-        60% by batch for supernet weights / rewards). With data, the model
-        must be a classifier with one output of logits (any number of
-        inputs: `inputs` then has the structure the model takes).
+        60% per example by `nat_keras.data.split`, by content, so a
+        reshuffling dataset never mixes the parts). With data, the model must
+        be a classifier with one output (any number of inputs: `inputs` then
+        has the structure the model takes); labels may be class ids or
+        one-hot. It is trained with its compiled loss if it is compiled,
+        else with the loss its output activation implies (softmax: categorical
+        crossentropy on probabilities, sigmoid: binary, otherwise logits).
       policy: a `nat_keras.policy.Policy`; default: the shipped default policy.
       space: "nat" (keep / skip / none) or "nat++" (also cheaper ops);
         default: the policy's space ("nat++" for the default policy).
@@ -116,7 +124,10 @@ def transform(
       seed: seeds sampling.
       search_config: a `nat_keras.search.SearchConfig` (with data).
       supernet_config: a `nat_keras.supernet.trainer.SupernetConfig`.
-      fine_tune_epochs: epochs of `fit` on `data` after the rebuild.
+      fine_tune_epochs: epochs of `fit` on `data` after the rebuild, compiled
+        with the source's loss and metrics and a fresh optimizer of its
+        optimizer's class and config (if the source is compiled; else SGD
+        with momentum, the inferred loss and accuracy).
       directory: checkpoints and TensorBoard logs; a rerun resumes there.
       verbose: 0 silent, 1 progress bars and a summary.
 
@@ -196,14 +207,17 @@ def _transform_with_data(
             "with a classification loss and scores plans by the top-1 accuracy of one output of logits. "
             "Call transform(model) without data, or search on a model with that single output."
         )
-    weights_data, reward_data, train_data = _split(data)
+    objective = objective_of(model)  # a model that is no classifier fails here, before any training
+    weights_data, reward_data, train_data = _split(data, seed=seed)
     with strategy.scope():
         supernet = ModelSupernet(model, graph=graph, space=space)
+    supernet.objective = objective
     trainer = SupernetTrainer(
         supernet,
         config=supernet_config,
         strategy=strategy,
         directory=None if directory is None else os.path.join(directory, "supernet"),
+        objective=objective,
     )
     environment = SupernetEnvironment(
         supernet, weights_data=weights_data, reward_data=reward_data, trainer=trainer
@@ -229,11 +243,7 @@ def _transform_with_data(
         _inherit_new_layers(result, supernet.extract(arch), model)
     if fine_tune_epochs:
         with strategy.scope():
-            result.compile(
-                optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"],
-            )
+            _compile_like(result, model, objective)
         result.fit(train_data, epochs=fine_tune_epochs, verbose=verbose, shuffle=False)  # data is shuffled
     # A kept architecture that was not fine-tuned is the source itself: leave
     # its statistics alone. Otherwise ops upstream of kept BNs, or the
@@ -261,27 +271,61 @@ def _transform_with_data(
     return _attach(result, report, verbose)
 
 
-def _split(data: Any) -> tuple[tf.data.Dataset, tf.data.Dataset, tf.data.Dataset]:
+def _split(data: Any, *, seed: int) -> tuple[tf.data.Dataset, tf.data.Dataset, tf.data.Dataset]:
     """(supernet-weight data, reward data, fine-tuning data) from `data`."""
-    from nat_keras.data import NatSplits
+    from nat_keras.data import NatSplits, split
 
+    if isinstance(data, tf.data.Dataset):
+        # By example content, not batch position: a dataset that reshuffles
+        # each epoch would otherwise move examples between the two parts.
+        data = split(data, seed=seed)
     if isinstance(data, NatSplits):
         return data.weights, data.policy, data.train
-    if isinstance(data, tf.data.Dataset):
-        # Batches 0, 1 of every 5 train the weights (40%), the rest give rewards.
-        indexed = data.enumerate()
-        weights = indexed.filter(lambda i, _: i % 5 < 2).map(lambda _, batch: batch)
-        rewards = indexed.filter(lambda i, _: i % 5 >= 2).map(lambda _, batch: batch)
-        return weights, rewards, data
     raise TypeError(
         "data must be a nat_keras.data.NatSplits or a tf.data.Dataset of (images, labels) batches, "
         f"got {type(data).__name__}."
     )
 
 
+def _compile_like(result: keras.Model, source: keras.Model, objective: Objective) -> None:
+    """Compile `result` for fine-tuning as the source is compiled (or with `objective`).
+
+    Keras optimizers bind to the variables they first update, so the
+    source's optimizer is never reused: a fresh one of its class and config.
+    """
+    if source.compiled and getattr(source, "optimizer", None) is not None:
+        optimizer = type(source.optimizer).from_config(source.optimizer.get_config())
+    else:
+        optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
+    metrics = _compiled_metrics(source) if source.compiled else None
+    result.compile(optimizer=optimizer, loss=objective.keras_loss, metrics=metrics or ["accuracy"])
+
+
+def _compiled_metrics(model: keras.Model) -> Any:
+    """The metrics `model` was compiled with, for its one output (None if unknown)."""
+    config = model.get_compile_config().get("metrics")
+    if not config:
+        return None
+    try:
+        metrics = keras.saving.deserialize_keras_object(config)
+    except (TypeError, ValueError):  # e.g. a custom metric that is not registered
+        return None
+    # Per-output forms of a single-output model: the rebuilt output may be named otherwise.
+    if isinstance(metrics, dict) and len(metrics) == 1:
+        metrics = next(iter(metrics.values()))
+    if isinstance(metrics, (list, tuple)) and len(metrics) == 1 and isinstance(metrics[0], (list, tuple)):
+        metrics = metrics[0]
+    return metrics
+
+
 def _inherit_new_layers(result: keras.Model, extracted: keras.Model, source: keras.Model) -> None:
-    """Layers the source lacks (replacements, projections) take the supernet's weights."""
-    source_names = {layer.name for layer in source.layers}
+    """Layers the source lacks (replacements, projections) take the supernet's weights.
+
+    The rebuilt model is flat, so a layer of a nested block of the source
+    sits at its top level: compare with every layer of the source, nested
+    ones included, or kept nested layers would lose the user's weights.
+    """
+    source_names = {layer.name for layer in compat.all_layers(source)}
     for layer in result.layers:
         if layer.name not in source_names and layer.weights:
             layer.set_weights(extracted.get_layer(layer.name).get_weights())

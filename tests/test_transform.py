@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_special_models import nested_model  # tests/ is on sys.path
+from conftest import all_layers, nested_model  # tests/ is on sys.path
 
 import nat_keras
 from nat_keras.policy import Policy, ReinforceConfig, default_policy
@@ -76,6 +76,33 @@ def test_a_kept_source_is_returned_as_it_was(digits, monkeypatch):
     assert not new.nat_report.plan.actions and "architecture is kept" in new.nat_report.message
     images = next(iter(digits.test))[0]
     np.testing.assert_allclose(new(images, training=False), model(images, training=False), atol=1e-5)
+
+
+def test_a_kept_nested_block_keeps_the_users_weights(monkeypatch):
+    """Kept layers inside nested blocks carry the source's exact weights, not the supernet's."""
+
+    def source_wins(environment, policy, graph, **options):
+        keep = nat_keras.TransformPlan.keep_all(graph, space=policy.space)
+        return keep, [(keep, environment.score(graph, keep))]
+
+    monkeypatch.setattr(nat_keras.search, "derive", source_wins)
+    model = nested_model()
+    images = np.random.default_rng(0).uniform(size=(64, 8, 8, 3)).astype("float32")
+    # Steps that move the supernet's copies of every weight away from the source's.
+    search = SearchConfig(epochs=1, weight_steps=3, policy_steps=1, reinforce=ReinforceConfig(num_samples=2))
+    new = nat_keras.transform(
+        model, data=_random_dataset(images, 4), policy=Policy(seed=0), search_config=search, verbose=0
+    )
+    assert not new.nat_report.plan.actions
+    source = {layer.name: layer for layer in all_layers(model)}
+    nested = {layer.name for block in ("res_block", "seq_block") for layer in model.get_layer(block).layers}
+    compared = set()
+    for layer in new.layers:
+        if layer.weights:
+            for mine, theirs in zip(layer.get_weights(), source[layer.name].get_weights(), strict=True):
+                np.testing.assert_array_equal(mine, theirs, err_msg=layer.name)
+            compared.add(layer.name)
+    assert nested & compared == {"res_conv1", "res_bn1", "res_conv2", "seq_sep", "seq_bn", "seq_conv"}
 
 
 def test_transform_accepts_a_plain_dataset(digits):

@@ -12,6 +12,8 @@ Example:
   0.11
   >>> supernet.accuracy(arch, (images, labels), calibration=train_images[:256])
   0.87
+  >>> supernet.objective.description   # the loss and accuracy it trains and scores with
+  'crossentropy on logits'
   >>> standalone = supernet.extract(arch)   # same predictions, plain Keras layers
 """
 
@@ -25,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from nat_keras.objective import Objective, logits_objective, objective_of
 from nat_keras.supernet.batchnorm import BatchNormCalibration
 
 
@@ -53,11 +56,32 @@ class Supernet(keras.Model, abc.ABC):
             )
         return arch
 
+    @property
+    def objective(self) -> Objective:
+        """The loss and accuracy this supernet is trained and scored with.
+
+        By default the source model's (`nat_keras.objective.objective_of`:
+        its compiled loss, else the one its output activation implies) for a
+        supernet built from a model, crossentropy on logits otherwise (the
+        cell space's classifier). Assign to override.
+        """
+        found = getattr(self, "_objective", None)
+        if found is None:
+            # ModelSupernet keeps its source model at `_source.model` (model_space.py).
+            source = getattr(self, "_source", None)
+            found = objective_of(source.model) if source is not None else logits_objective()
+            self._objective = found
+        return found
+
+    @objective.setter
+    def objective(self, value: Objective) -> None:
+        if not isinstance(value, Objective):
+            raise TypeError(f"objective must be a nat_keras.objective.Objective, got {type(value).__name__}.")
+        self._objective = value
+
     @tf.function(reduce_retracing=True)
-    def _count_correct(self, images: tf.Tensor, labels: tf.Tensor, arch: tf.Tensor) -> tf.Tensor:
-        logits = self(images, arch=arch, training=False)
-        predicted = tf.argmax(logits, axis=-1, output_type=tf.int64)
-        return tf.reduce_sum(tf.cast(tf.equal(predicted, tf.cast(labels, tf.int64)), tf.int64))
+    def _predict(self, images: tf.Tensor, arch: tf.Tensor) -> tf.Tensor:
+        return self(images, arch=arch, training=False)
 
     @property
     def batch_norm_calibration(self) -> BatchNormCalibration:
@@ -66,7 +90,9 @@ class Supernet(keras.Model, abc.ABC):
             self._calibration = BatchNormCalibration(self)
         return self._calibration
 
-    def accuracy(self, arch: Any, data: Any, *, calibration: Any = None) -> float:
+    def accuracy(
+        self, arch: Any, data: Any, *, calibration: Any = None, objective: Objective | None = None
+    ) -> float:
         """Top-1 accuracy of `arch` in inference mode, for NAT's rewards.
 
         The BN moving statistics are shared by every architecture the
@@ -79,13 +105,16 @@ class Supernet(keras.Model, abc.ABC):
           data: one `(images, labels)` batch, or a tf.data.Dataset of them.
           calibration: images whose batch statistics under `arch` the BNs
             take while measuring; None measures with the shared statistics.
+          objective: how a prediction is judged right (sparse or one-hot
+            labels, argmax or binary threshold); default: `self.objective`.
 
         Returns:
           The fraction of examples classified correctly.
         """
         arch = tf.constant(self.check_arch(arch))
+        objective = objective or self.objective
         batches = [data] if isinstance(data, (tuple, list)) else data
-        correct = total = 0
+        correct, total = 0.0, 0
         calibrated = (
             contextlib.nullcontext()
             if calibration is None
@@ -94,7 +123,8 @@ class Supernet(keras.Model, abc.ABC):
         with calibrated:
             for images, labels in batches:
                 images = keras.tree.map_structure(tf.convert_to_tensor, images)  # multi-input models
-                correct += int(self._count_correct(images, tf.convert_to_tensor(labels), arch))
+                # Judged eagerly: the labels' rank (ids or one-hot) must be known.
+                correct += float(objective.correct(tf.convert_to_tensor(labels), self._predict(images, arch)))
                 total += int(np.shape(labels)[0])
         if total == 0:
             raise ValueError(f"Supernet {self.name!r}: accuracy() got no examples.")

@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from nat_keras import compat
+from nat_keras.objective import Objective
 from nat_keras.supernet.base import Supernet
 
 
@@ -79,6 +80,11 @@ class SupernetTrainer:
         the code path is the same.
       directory: where checkpoints and TensorBoard logs go; if it holds a
         checkpoint, training resumes from it. None keeps nothing on disk.
+      objective: the loss and accuracy to train with (sparse or one-hot
+        labels); default: `supernet.objective`, i.e. the source model's
+        compiled loss or the one its output activation implies
+        (`nat_keras.objective.objective_of`), crossentropy on logits for a
+        CellSupernet.
     """
 
     def __init__(
@@ -88,8 +94,10 @@ class SupernetTrainer:
         config: SupernetConfig | None = None,
         strategy: tf.distribute.Strategy | None = None,
         directory: str | os.PathLike | None = None,
+        objective: Objective | None = None,
     ):
         self.supernet = supernet
+        self.objective = objective or supernet.objective
         self.config = config or SupernetConfig()
         self.strategy = strategy or tf.distribute.get_strategy()
         with self.strategy.scope():
@@ -113,7 +121,6 @@ class SupernetTrainer:
             if self._manager.latest_checkpoint:
                 self._checkpoint.restore(self._manager.latest_checkpoint).assert_existing_objects_matched()
             self._writer = tf.summary.create_file_writer(os.path.join(self.directory, "tensorboard"))
-        self._loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
         self._train_step = None
 
     @property
@@ -128,8 +135,8 @@ class SupernetTrainer:
         global_batch = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.shape(labels)[0])
         variables = self.supernet.trainable_variables
         with tf.GradientTape() as tape:
-            logits = self.supernet(images, arch=arch, training=True)
-            per_example = self._loss(labels, logits)
+            outputs = self.supernet(images, arch=arch, training=True)
+            per_example = self.objective.per_example_loss(labels, outputs)
             loss = tf.reduce_sum(per_example) / tf.cast(global_batch, per_example.dtype)
         grads = tape.gradient(loss, variables)
         grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
@@ -149,8 +156,7 @@ class SupernetTrainer:
             # Keras 3 BN statistics are per-replica variables: keep them equal.
             for variable in self.supernet.non_trainable_variables:
                 variable.assign(context.all_reduce(tf.distribute.ReduceOp.MEAN, tf.identity(variable)))
-        predicted = tf.argmax(logits, axis=-1, output_type=tf.int64)
-        correct = tf.reduce_sum(tf.cast(tf.equal(predicted, tf.cast(labels, tf.int64)), tf.float32))
+        correct = self.objective.correct(labels, outputs)
         return loss, correct, tf.cast(global_batch, tf.float32)
 
     def _make_train_step(self):
