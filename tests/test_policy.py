@@ -289,6 +289,9 @@ def test_search_checkpoints_and_resumes(graph, tmp_path):
     np.testing.assert_allclose(
         resumed.policy.probabilities(graph), first.policy.probabilities(graph), atol=1e-6
     )
+    first_rewards = first.run(verbose=0).reward  # nothing left to run: the restored history
     history = resumed.run(verbose=0)
-    assert len(history.reward) == 1 and int(resumed.epoch.numpy()) == 3
+    # A resumed search reports every epoch, the restored ones first.
+    assert len(history.reward) == 3 and int(resumed.epoch.numpy()) == 3
+    assert history.reward[:2] == first_rewards
     assert list((tmp_path / "tensorboard").iterdir())
