@@ -204,8 +204,9 @@ def _transform_with_data(
     if len(outputs) != 1:
         raise UnsupportedModelError(
             f"Model {model.name!r} has {len(outputs)} outputs; transform(data=...) trains the supernet "
-            "with a classification loss and scores plans by the top-1 accuracy of one output of logits. "
-            "Call transform(model) without data, or search on a model with that single output."
+            "with the model's classification loss and scores plans by the top-1 accuracy of one "
+            "classifier output. Call transform(model) without data, or search on a model with that "
+            "single output."
         )
     objective = objective_of(model)  # a model that is no classifier fails here, before any training
     weights_data, reward_data, train_data = _split(data, seed=seed)
