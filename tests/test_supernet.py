@@ -542,3 +542,42 @@ def test_out_of_range_action_index_is_a_plan_error(built, value):
     arch[[e.id for e in built.graph.edges].index("block0_a_conv")] = value
     with pytest.raises(nat_keras.PlanError):
         built.supernet.arch_to_plan(arch)
+
+
+# -- layer names are the user's: "__" and other odd characters ---------------------------
+
+
+def odd_names_model() -> keras.Model:
+    """A residual block whose layer names use "__" (the supernet's own marker once) and
+    other characters Keras allows in names (".", "-", ":", " ", "ä")."""
+    inputs = keras.Input(IMAGE_SHAPE, name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem__conv")(inputs)
+    x = keras.layers.BatchNormalization(name="stem__bn")(x)
+    x = keras.layers.ReLU(name="stem.relu")(x)
+    y = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="block__a-conv")(x)
+    y = keras.layers.BatchNormalization(name="block__a:bn")(y)
+    y = keras.layers.ReLU(name="block a relu")(y)
+    y = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="block__b_cönv")(y)
+    y = keras.layers.BatchNormalization(name="block__b.bn")(y)
+    x = keras.layers.ReLU(name="block__out")(keras.layers.Add(name="block__add")([x, y]))
+    x = keras.layers.GlobalAveragePooling2D(name="gap__pool")(x)
+    return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES, name="head__logits")(x), name="odd__names")
+
+
+def test_extract_carries_the_weights_of_layers_with_odd_names(images):
+    keras.utils.set_random_seed(0)
+    supernet = ModelSupernet(odd_names_model())
+    randomize(supernet.weights, seed=4)  # the clones of the source layers too: extract must copy them
+    graph = supernet.graph
+    changed = nat_keras.TransformPlan.from_actions(
+        graph, {"block__a-conv": "sep_conv_3x3", "block__b_cönv": "skip"}
+    )
+    archs = [np.zeros(supernet.arch_size, np.int32), supernet.plan_to_arch(changed)]
+    archs += [supernet.sample_arch(seed=seed) for seed in range(3)]
+    for arch in archs:
+        np.testing.assert_allclose(
+            supernet.extract(arch)(images, training=False).numpy(),
+            supernet(images, arch=tf.constant(arch), training=False).numpy(),
+            atol=1e-5,
+            err_msg=f"arch {arch.tolist()}",
+        )

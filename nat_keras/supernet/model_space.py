@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -27,20 +27,13 @@ import numpy as np
 
 from nat_keras import compat, ops
 from nat_keras.errors import PlanError
-from nat_keras.graph.arch_graph import (
-    IDENTITY,
-    MERGE_INPUT,
-    MERGE_NONE,
-    MERGE_SUM,
-    PLACEHOLDER,
-    ArchGraph,
-    Edge,
-)
+from nat_keras.graph.arch_graph import IDENTITY, MERGE_INPUT, MERGE_NONE, PLACEHOLDER, ArchGraph, Edge, Node
 from nat_keras.graph.encode import encode
-from nat_keras.graph.trace import trace
+from nat_keras.graph.trace import LayerCall, trace
 from nat_keras.plan import TransformPlan, is_active, resolve, sample_random_plan
 from nat_keras.rebuild.apply import apply_plan
-from nat_keras.rebuild.emit import SkipPath, is_padding, layer_name, replacement_layer
+from nat_keras.rebuild.emit import SkipPath, replacement_layer
+from nat_keras.rebuild.interpreter import EdgeEvaluator, GraphInterpreter, LayerClones
 from nat_keras.supernet.base import Supernet
 
 _ACTION_INDEX = {action: i for i, action in enumerate(ops.ACTIONS)}
@@ -48,11 +41,12 @@ _ACTION_INDEX = {action: i for i, action in enumerate(ops.ACTIONS)}
 
 @dataclasses.dataclass
 class _SourceRef:
-    """Holds the source model (and its layers by clone key) without Keras
-    tracking their weights as the supernet's."""
+    """Holds the source model, its layers' clones and the graph interpreter
+    without Keras tracking the source's weights as the supernet's."""
 
     model: keras.Model
-    layers: dict[str, Any] = dataclasses.field(default_factory=dict)
+    clones: LayerClones
+    interpreter: GraphInterpreter
 
 
 class ModelSupernet(Supernet):
@@ -89,15 +83,13 @@ class ModelSupernet(Supernet):
         self.graph = graph if graph is not None else encode(model)
         self.space = space
         self.change_prob = change_prob
-        self._source = _SourceRef(model)
-        traced = trace(model)
-        self._calls = {c.name: c for c in traced.calls}
-        self._input_keys = traced.inputs
-        self._clones: dict[str, Any] = {}  # supernet layer name -> layer
+        clones = LayerClones()
+        self._source = _SourceRef(model, clones, GraphInterpreter(self.graph, trace(model).calls, clones))
         allowed = set(ops.ACTION_SPACES[space])
         self.edge_actions: list[tuple[str, ...]] = [
             tuple(a for a in edge.actions if a in allowed) for edge in self.graph.edges
         ]
+        self._edge_index = {edge.id: i for i, edge in enumerate(self.graph.edges)}
         # Per edge: global action index -> branch index (illegal actions -> keep).
         self._branch_of = [
             np.array([actions.index(a) if a in actions else 0 for a in ops.ACTIONS], dtype=np.int32)
@@ -109,57 +101,50 @@ class ModelSupernet(Supernet):
             for action in actions:
                 self._make_branch(edge, action)
         self.branch_layers = [layer for layers in self._branch_layers.values() for layer in layers]
-        self.node_layers = [self._clone(name) for node in self.graph.nodes for name in self._node_calls(node)]
+        self.node_layers = [
+            clones.layer(self._calls[name].layer) for node in self.graph.nodes for name in _node_calls(node)
+        ]
         self._build_all()
 
     # -- construction -------------------------------------------------------
 
-    def _clone(self, call_name: str, suffix: str = "") -> Any:
-        """A clone of a source layer call's layer (one per source layer and suffix)."""
-        call = self._calls[call_name]
-        key = f"{call.layer.name}{suffix}" if isinstance(call.layer, keras.layers.Layer) else call_name
-        if key not in self._clones:
-            layer = call.layer
-            if isinstance(layer, keras.layers.Layer):
-                clone = compat.clone_layer(layer)
-                if suffix:
-                    clone.name = layer_name(layer.name + suffix)
-                self._source.layers[key] = layer
-            else:  # a stateless keras op: a fresh copy, never the user's object
-                clone = compat.clone_operation(layer)
-            self._clones[key] = clone
-        return self._clones[key]
-
-    def _node_calls(self, node: Any) -> list[str]:
-        if node.merge in (MERGE_INPUT, MERGE_NONE) or node.id != node.layer:
-            return list(node.post)
-        return [node.layer, *node.post]
+    @property
+    def _calls(self) -> dict[str, LayerCall]:
+        return self._source.interpreter.calls
 
     def _make_branch(self, edge: Edge, action: str) -> None:
+        """Make the layers of `edge`'s branch for `action` (kept ops share the source's clones;
+        each NAT++ replacement has its own primary op and its own copy of the unit's other layers)."""
+        clones, calls = self._source.clones, self._calls
         layers: list[Any] = []
         if edge.kind == "unit" and action == ops.KEEP:
-            layers = [self._clone(name) for name in edge.layers]
+            layers = [clones.layer(calls[name].layer) for name in edge.layers]
         elif edge.kind == "unit" and action == ops.SKIP:
             self._skips[edge.id] = SkipPath(edge)
             layers = list(self._skips[edge.id].layers)
-        elif edge.kind == "unit" and action not in (ops.NONE,):
-            suffix = f"__{action}"
-            for index, name in enumerate(edge.layers):
-                if index == edge.primary:
-                    layers.append(replacement_layer(edge, action))
-                elif not is_padding(self._calls[name].layer):
-                    layers.append(self._clone(name, suffix))
+        elif edge.kind == "unit" and action != ops.NONE:
+            layers = [
+                replacement_layer(edge, action)
+                if index == edge.primary
+                else clones.layer(calls[name].layer, variant=action)
+                for index, name in self._source.interpreter.replacement_calls(edge)
+            ]
         self._branch_layers[(edge.id, action)] = layers
+
+    def _replacement_primary(self, edge: Edge, action: str) -> keras.Layer:
+        positions = [index for index, _ in self._source.interpreter.replacement_calls(edge)]
+        return self._branch_layers[(edge.id, action)][positions.index(edge.primary)]
 
     def _build_all(self) -> None:
         """Run every branch once on a dummy batch (creates all weights), then
-        copy the source model's weights into the clones."""
+        copy the source model's weights into the clones (replacements' own
+        copies of BN / activation included)."""
         dummies = [
             keras.ops.zeros((1, *t.shape[1:]), dtype=t.dtype) for t in compat.model_inputs(self._source.model)
         ]
         self._forward(dummies, arch=None)
-        for key, source in self._source.layers.items():
-            self._clones[key].set_weights(source.get_weights())
+        for clone in self._source.clones.weighted():
+            clone.layer.set_weights(clone.source.get_weights())
         self.built = True
 
     # -- forward ------------------------------------------------------------
@@ -171,57 +156,13 @@ class ModelSupernet(Supernet):
 
     def _forward(self, inputs: list[Any], *, arch: Any) -> Any:
         """Evaluate the graph; arch=None runs every branch (to build layers)."""
-        values = dict(zip(self.graph.inputs, inputs))
-        outputs_of: dict[str, list[Any]] = {}
-        for node in self.graph.nodes:
-            if node.merge == MERGE_INPUT:
-                continue
-            if node.layer in outputs_of and node.id != node.layer:
-                values[node.id] = outputs_of[node.layer][int(node.id.rsplit(":", 1)[1])]
-                continue
-            regular, added = [], []
-            for edge_index, edge in self._in_edges(node.id):
-                value = self._edge_value(edge, edge_index, values[edge.src], arch)
-                (added if edge.kind == PLACEHOLDER else regular).append(value)
-            if node.merge in (MERGE_NONE, MERGE_SUM):
-                value = regular[0]
-                for other in regular[1:] + added:
-                    value = keras.ops.add(value, other)
-            else:
-                call = self._calls[node.layer]
-                produced = call.replay(self._clone(node.layer), dict(zip(call.inputs, regular)))
-                if len(produced) > 1:
-                    outputs_of[node.layer] = produced
-                value = produced[0]
-                for other in added:
-                    value = keras.ops.add(value, other)
-            for name in node.post:
-                value = self._clone(name)(value)
-            values[node.id] = value
+        values = self._source.interpreter.run(inputs, _Switches(self, arch))
         flat = [values[n] for n in self.graph.outputs]
         return compat.pack_like(compat.outputs_structure(self._source.model), flat)
 
-    def _in_edges(self, node_id: str) -> list[tuple[int, Edge]]:
-        if not hasattr(self, "_in_edge_index"):
-            index: dict[str, list[tuple[int, Edge]]] = {}
-            for i, edge in enumerate(self.graph.edges):
-                index.setdefault(edge.dst, []).append((i, edge))
-            for edges in index.values():
-                edges.sort(key=lambda pair: (pair[1].kind == PLACEHOLDER, pair[1].slot))
-            self._in_edge_index = index
-        return self._in_edge_index.get(node_id, [])
-
-    def _edge_value(self, edge: Edge, edge_index: int, x: Any, arch: Any) -> Any:
-        actions = self.edge_actions[edge_index]
-        branches = [self._branch_fn(edge, action) for action in actions]
-        if arch is None:
-            results = [branch(x) for branch in branches]
-            return results[0]
-        if len(branches) == 1:
-            return branches[0](x)
-        table = keras.ops.convert_to_tensor(self._branch_of[edge_index])
-        branch = keras.ops.take(table, arch[edge_index])
-        return keras.ops.switch(branch, branches, x)
+    def branches(self, edge: Edge) -> list[Callable[[Any], Any]]:
+        """One function per legal action of `edge` (in `edge_actions` order): x -> its value."""
+        return [self._branch_fn(edge, action) for action in self.edge_actions[self._edge_index[edge.id]]]
 
     def _branch_fn(self, edge: Edge, action: str) -> Callable[[Any], Any]:
         shape = edge.output_shape
@@ -229,21 +170,18 @@ class ModelSupernet(Supernet):
         def zeros(x: Any) -> Any:
             return keras.ops.zeros((keras.ops.shape(x)[0], *shape), dtype=x.dtype)
 
+        interpreter = self._source.interpreter
         if not is_active(edge.kind, action):
             return zeros
         if edge.kind in (IDENTITY, PLACEHOLDER):
             return lambda x: x
         if action == ops.SKIP:
             return self._skips[edge.id]
-        layers = self._branch_layers[(edge.id, action)]
-
-        def run(x: Any) -> Any:
+        if action == ops.KEEP:
             # `training` reaches BN / dropout through Keras' call context.
-            for layer in layers:
-                x = layer(x)
-            return x
-
-        return run
+            return lambda x: interpreter.keep(edge, x)
+        primary = self._replacement_primary(edge, action)
+        return lambda x: interpreter.replace(edge, primary, x, variant=action)
 
     # -- architectures ------------------------------------------------------
 
@@ -288,17 +226,15 @@ class ModelSupernet(Supernet):
 
         Layers keep their names through `apply_plan`, so weights go across by
         name: first every shared clone (kept ops, merge layers), then, for
-        edges that take a NAT++ op or a projected skip, that branch's layers.
+        edges that take a NAT++ op or a projected skip, that branch's layers
+        (a replacement's own copies of BN / activation take the source
+        layers' names in the extracted model).
         """
         plan = self.arch_to_plan(arch)
         source = self._source.model
         model = apply_plan(source, plan, graph=self.graph, name=f"{source.name}_nat")
         present = {layer.name for layer in model.layers}
-        pairs = [
-            (self._source.layers[key].name, clone)
-            for key, clone in self._clones.items()
-            if "__" not in key and key in self._source.layers
-        ]
+        pairs = [(clone.source.name, clone.layer) for clone in self._source.clones.weighted(shared_only=True)]
         resolution = resolve(self.graph, plan)
         for edge in self.graph.edges:
             action = resolution.actions[edge.id]
@@ -307,14 +243,49 @@ class ModelSupernet(Supernet):
             if action == ops.SKIP:
                 pairs += [(layer.name, layer) for layer in self._skips[edge.id].layers]
                 continue
-            emitted = [
-                (i, name)
-                for i, name in enumerate(edge.layers)
-                if i == edge.primary or not is_padding(self._calls[name].layer)
-            ]
-            for (index, name), layer in zip(emitted, self._branch_layers[(edge.id, action)]):
+            for (index, name), layer in zip(
+                self._source.interpreter.replacement_calls(edge), self._branch_layers[(edge.id, action)]
+            ):
                 pairs.append((layer.name if index == edge.primary else self._calls[name].layer.name, layer))
         for name, layer in pairs:
             if name in present and layer.weights:
                 model.get_layer(name).set_weights(layer.get_weights())
         return model
+
+
+class _Switches(EdgeEvaluator):
+    """Each edge switches between its legal branches on `arch[edge index]`.
+
+    `arch=None` runs every branch once and carries the first (keep): that
+    builds every layer of the supernet.
+    """
+
+    def __init__(self, supernet: ModelSupernet, arch: Any):
+        self.supernet = supernet
+        self.arch = arch
+
+    def value(self, edge: Edge, x: Any) -> Any:
+        branches = self.supernet.branches(edge)
+        if self.arch is None:
+            results = [branch(x) for branch in branches]  # every branch runs once: that builds it
+            return results[0]
+        if len(branches) == 1:
+            return branches[0](x)
+        edge_index = self.supernet._edge_index[edge.id]
+        table = keras.ops.convert_to_tensor(self.supernet._branch_of[edge_index])
+        branch = keras.ops.take(table, self.arch[edge_index])
+        return keras.ops.switch(branch, branches, x)
+
+    def add(self, node: Node, summands: Sequence[Any], original: Callable[[], Any] | None) -> Any:
+        del node, original  # removed inputs are zeros here: one rule for every architecture
+        value = summands[0]
+        for other in summands[1:]:
+            value = keras.ops.add(value, other)
+        return value
+
+
+def _node_calls(node: Node) -> list[str]:
+    """The source calls a node replays: its merge layer (if it has one) and its post layers."""
+    if node.merge in (MERGE_INPUT, MERGE_NONE) or node.output_index > 0:
+        return list(node.post)
+    return [node.layer, *node.post]
