@@ -21,65 +21,18 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import TINY_IMAGE_SHAPE, TINY_NUM_CLASSES, tiny_concat, tiny_resnet  # tests/ on sys.path
 
 import nat_keras
 from nat_keras import ops
 from nat_keras.supernet import ModelSupernet
 from nat_keras.supernet.trainer import SupernetConfig, SupernetTrainer
 
-NUM_CLASSES = 3  # one class per colour channel: the label is the brightest channel
-IMAGE_SHAPE = (8, 8, 3)
+# One class per colour channel: the label is the brightest channel.
+NUM_CLASSES, IMAGE_SHAPE = TINY_NUM_CLASSES, TINY_IMAGE_SHAPE
 
 
 # -- model factories -----------------------------------------------------------
-
-
-def _residual_block(x, name: str):
-    y = _conv_bn_relu(x, 8, f"{name}_a")
-    y = _conv_bn_relu(y, 8, f"{name}_b", relu=False)
-    x = keras.layers.Add(name=f"{name}_add")([x, y])
-    return keras.layers.ReLU(name=f"{name}_out")(x)
-
-
-def _conv_bn_relu(x, filters: int, name: str, *, strides: int = 1, relu: bool = True):
-    x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(
-        x
-    )
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
-    return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
-
-
-def tiny_resnet() -> keras.Model:
-    """Stem conv, two residual blocks of 8 channels, a stride-2 conv, GAP + Dense."""
-    inputs = keras.Input(IMAGE_SHAPE, name="image")
-    x = _conv_bn_relu(inputs, 8, "stem")
-    for block in range(2):
-        x = _residual_block(x, f"block{block}")
-    x = _conv_bn_relu(x, 16, "down", strides=2)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    outputs = keras.layers.Dense(NUM_CLASSES, name="logits")(x)
-    return keras.Model(inputs, outputs, name="tiny_resnet")
-
-
-def tiny_concat() -> keras.Model:
-    """Stem, one residual block, a concat of a 1x1 and a 3x3 conv (4 channels
-    each), a 3x3 conv, a stride-2 conv, GAP + Dense.
-
-    The encoder adds a placeholder edge across the concat node (block output
-    -> the conv after the concat), and the 3x3 conv into the concat can only
-    skip through a projection (8 -> 4 channels).
-    """
-    inputs = keras.Input(IMAGE_SHAPE, name="image")
-    x = _conv_bn_relu(inputs, 8, "stem")
-    x = _residual_block(x, "block0")
-    left = keras.layers.Conv2D(4, 1, name="cat_left")(x)
-    right = keras.layers.Conv2D(4, 3, padding="same", name="cat_right")(x)
-    x = keras.layers.Concatenate(name="cat")([left, right])
-    x = _conv_bn_relu(x, 8, "post_cat")
-    x = _conv_bn_relu(x, 16, "down", strides=2)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    outputs = keras.layers.Dense(NUM_CLASSES, name="logits")(x)
-    return keras.Model(inputs, outputs, name="tiny_concat")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import all_layers, nested_model  # tests/ is on sys.path
+from conftest import all_layers, nested_model, policy_off_keep, small_resnet, two_input_classifier
 
 import nat_keras
 from nat_keras.policy import Policy, ReinforceConfig, default_policy
@@ -23,8 +23,17 @@ def digits():
     return nat_keras.data.load_splits("digits", batch_size=32, image_size=16)
 
 
-def _small_resnet() -> keras.Model:
-    return nat_keras.models.resnet(depth=8, input_shape=(16, 16, 3))
+def _assert_report_matches_model(new: keras.Model, source: keras.Model) -> None:
+    """The report's plan belongs to the source, and the returned model costs what it says."""
+    graph = nat_keras.encode(source)
+    plan = new.nat_report.plan
+    assert plan.fingerprint == graph.fingerprint()
+    expected = nat_keras.plan_cost(graph, plan)
+    actual = nat_keras.cost(new)
+    assert (actual.params, actual.macs) == (expected.params, expected.macs) == (
+        new.nat_report.cost_after.params,
+        new.nat_report.cost_after.macs,
+    )
 
 
 def _weights(model: keras.Model) -> list[np.ndarray]:
@@ -32,7 +41,7 @@ def _weights(model: keras.Model) -> list[np.ndarray]:
 
 
 def test_transform_with_data_searches_derives_and_fine_tunes(digits, tmp_path):
-    model = _small_resnet()
+    model = small_resnet()
     before = _weights(model)
     config = model.get_config()
     new = nat_keras.transform(
@@ -71,7 +80,7 @@ def test_a_kept_source_is_returned_as_it_was(digits, monkeypatch):
         return keep, [(keep, environment.score(graph, keep))]
 
     monkeypatch.setattr(nat_keras.search, "derive", source_wins)
-    model = _small_resnet()
+    model = small_resnet()
     new = nat_keras.transform(model, data=digits, policy=Policy(seed=0), search_config=TINY_SEARCH, verbose=0)
     assert not new.nat_report.plan.actions and "architecture is kept" in new.nat_report.message
     images = next(iter(digits.test))[0]
@@ -106,7 +115,7 @@ def test_a_kept_nested_block_keeps_the_users_weights(monkeypatch):
 
 
 def test_transform_accepts_a_plain_dataset(digits):
-    model = _small_resnet()
+    model = small_resnet()
     new = nat_keras.transform(
         model,
         data=digits.train,
@@ -115,19 +124,7 @@ def test_transform_accepts_a_plain_dataset(digits):
         num_candidates=2,
         verbose=0,
     )
-    assert new.nat_report.plan.validate(nat_keras.encode(model))
-
-
-def _two_input_classifier() -> keras.Model:
-    image, aux = keras.Input((8, 8, 3), name="image"), keras.Input((5,), name="aux")
-    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(image)
-    y = keras.layers.Conv2D(8, 3, padding="same", name="c1")(x)
-    y = keras.layers.BatchNormalization(name="c1_bn")(y)
-    y = keras.layers.Conv2D(8, 3, padding="same", name="c2")(y)
-    x = keras.layers.Add(name="add")([x, y])
-    features = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    joint = keras.layers.Concatenate(name="joint")([features, keras.layers.Dense(8, name="aux_dense")(aux)])
-    return keras.Model({"image": image, "aux": aux}, keras.layers.Dense(3, name="cls")(joint), name="two_in")
+    _assert_report_matches_model(new, model)
 
 
 def _random_dataset(inputs, classes: int, seed: int = 0) -> tf.data.Dataset:
@@ -141,7 +138,7 @@ def test_transform_with_data_on_multi_input_and_nested_models(which):
     rng = np.random.default_rng(0)
     images = rng.uniform(size=(64, 8, 8, 3)).astype("float32")
     if which == "two_inputs":
-        model = _two_input_classifier()
+        model = two_input_classifier()
         data = _random_dataset({"image": images, "aux": rng.uniform(size=(64, 5)).astype("float32")}, 3)
     else:
         model = nested_model()
@@ -155,7 +152,8 @@ def test_transform_with_data_on_multi_input_and_nested_models(which):
     report = new.nat_report
     batch = next(iter(data))[0]
     assert new(batch).shape == model(batch).shape
-    assert report.plan.validate(nat_keras.encode(model)) and report.accuracy_before is not None
+    _assert_report_matches_model(new, model)
+    assert report.accuracy_before is not None
     assert model.get_config() == config
     for a, b in zip(before, _weights(model)):
         np.testing.assert_array_equal(a, b)
@@ -176,7 +174,7 @@ def test_transform_with_data_refuses_multi_output_models():
 
 
 def test_transform_with_a_policy_and_no_data_is_greedy():
-    model = _small_resnet()
+    model = small_resnet()
     policy = Policy(seed=2)
     new = nat_keras.transform(model, policy=policy, verbose=0)
     assert new.nat_report.plan == policy.sample(nat_keras.encode(model), greedy=True)
@@ -184,7 +182,7 @@ def test_transform_with_a_policy_and_no_data_is_greedy():
 
 
 def test_a_greedy_plan_that_keeps_everything_says_so(capsys):
-    model = _small_resnet()
+    model = small_resnet()
     new = nat_keras.transform(model, policy=Policy(seed=0), verbose=1)  # a fresh policy keeps greedily
     assert not new.nat_report.plan.actions
     assert "keeps every edge: pass data=..." in capsys.readouterr().out
@@ -205,23 +203,33 @@ def test_a_model_with_nothing_to_transform_returns_an_equal_copy(capsys):
 
 def test_a_policy_in_another_action_space_is_a_clear_error():
     with pytest.raises(nat_keras.NatKerasError, match=r"'nat\+\+' action space but space='nat'"):
-        nat_keras.transform(_small_resnet(), policy=Policy(seed=0), space="nat", verbose=0)
-    new = nat_keras.transform(_small_resnet(), policy=Policy(space="nat", seed=0), verbose=0)
+        nat_keras.transform(small_resnet(), policy=Policy(seed=0), space="nat", verbose=0)
+    new = nat_keras.transform(small_resnet(), policy=Policy(space="nat", seed=0), verbose=0)
     assert new.nat_report.plan.space == "nat"
 
 
 def test_bad_data_is_a_clear_error():
     with pytest.raises(TypeError, match=r"NatSplits or a tf\.data\.Dataset"):
-        nat_keras.transform(_small_resnet(), data=[1, 2, 3], policy=Policy(seed=0), verbose=0)
+        nat_keras.transform(small_resnet(), data=[1, 2, 3], policy=Policy(seed=0), verbose=0)
 
 
 @pytest.mark.parametrize("space", ["nat", "nat++"])
-def test_transform_without_data_uses_the_shipped_default_policy(space):
+def test_transform_without_data_uses_the_default_policy(space, monkeypatch):
     model = nat_keras.models.resnet20()
     graph = nat_keras.encode(model)
+    # The shipped policy keeps every edge greedily, as a fresh policy would, so
+    # a plan alone cannot tell which policy ran: stand in one that changes edges.
+    asked = []
+
+    def stand_in(space: str = "nat++"):
+        asked.append(space)
+        return policy_off_keep(space=space)
+
+    monkeypatch.setattr(nat_keras.policy, "default_policy", stand_in)
     new = nat_keras.transform(model, space=space, verbose=0)
     report = new.nat_report
-    assert report.plan == default_policy(space=space).sample(graph, greedy=True)
+    assert asked == [space]
+    assert report.plan.actions and report.plan == policy_off_keep(space=space).sample(graph, greedy=True)
     assert set(report.plan.actions.values()) <= set(nat_keras.ops.ACTION_SPACES[space])
     assert nat_keras.Budget().allows(report.cost_after, report.cost_before)
     assert new.count_params() == report.cost_after.params
