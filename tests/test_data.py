@@ -174,6 +174,13 @@ def test_digits_images_resize_to_the_configured_size():
     assert next(iter(splits.weights))[0].shape == (4, 16, 16, 3)
 
 
+def test_digits_can_stay_grey():
+    splits = data.load_splits("digits", channels=1, batch_size=4, augment=False)
+    images, _ = next(iter(splits.weights))
+    assert splits.image_shape == (32, 32, 1) and images.shape == (4, 32, 32, 1)
+    assert len(splits.mean) == len(splits.std) == 1
+
+
 def test_digits_feed_resnet20():
     images, _ = next(iter(data.load_splits("digits", batch_size=4).weights))
     model = nat_keras.models.resnet20(num_classes=10)
@@ -184,14 +191,16 @@ def test_digits_feed_resnet20():
 
 
 def test_datasets_lists_the_supported_names_with_their_defaults():
-    assert set(data.DATASETS) == {"digits", "cifar10", "cifar100", "imagenet2012"}
+    assert set(data.DATASETS) == {"digits", "cifar10", "cifar100", "fashion_mnist", "imagenet2012"}
     assert data.DATASETS["cifar100"].num_classes == 100
     assert data.DATASETS["imagenet2012"].image_shape == (224, 224, 3)
     assert data.DATASETS["digits"].flip is False and data.DATASETS["cifar10"].flip is True
+    assert data.DATASETS["fashion_mnist"].flip is True  # Mirrored clothes are still clothes.
+    assert data.DATASETS["fashion_mnist"].image_shape == (32, 32, 3)
 
 
 def test_unknown_dataset_name_lists_valid_names():
-    with pytest.raises(ValueError, match=r"mnist.*cifar10, cifar100, digits, imagenet2012"):
+    with pytest.raises(ValueError, match=r"mnist.*cifar10, cifar100, digits, fashion_mnist, imagenet2012"):
         data.load_splits("mnist")
 
 
@@ -208,6 +217,9 @@ def test_unknown_option_lists_valid_options():
         {"weight_fraction": 0.0},
         {"cutout": -1},
         {"image_size": 0},
+        {"channels": 2},
+        {"channels": True},
+        {"channels": 1, "name": "cifar10"},
     ],
 )
 def test_invalid_option_values_are_rejected(options):
@@ -218,6 +230,11 @@ def test_invalid_option_values_are_rejected(options):
 def test_config_round_trips_through_json():
     config = data.DataConfig(name="cifar100", data_dir="/tmp/tfds", cutout=16, seed=5, flip=False)
     assert data.DataConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    grey = data.DataConfig(name="fashion_mnist", image_size=28, channels=1)
+    assert data.DataConfig.from_dict(json.loads(json.dumps(grey.to_dict()))) == grey
+    # A dict saved before `channels` existed still loads, with the dataset's default.
+    old = {key: value for key, value in config.to_dict().items() if key != "channels"}
+    assert data.DataConfig.from_dict(old).resolved_channels == 3
 
 
 def test_config_resolves_dataset_defaults():

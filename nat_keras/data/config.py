@@ -1,8 +1,9 @@
 """`DataConfig`: what data to load and how to feed it, as a frozen dataclass.
 
 Options left as None take the dataset's default from its `DatasetSpec`
-(image size, horizontal flip, in-memory cache, evaluation batch size), so one
-config reads right for digits, CIFAR and ImageNet alike.
+(image size, channels, horizontal flip, in-memory cache, evaluation batch
+size), so one config reads right for digits, Fashion-MNIST, CIFAR and
+ImageNet alike.
 
 Example:
   >>> config = DataConfig(name="cifar10", cutout=16)
@@ -15,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from nat_keras.data.specs import DatasetSpec, get_spec
+from nat_keras.data.specs import DATASETS, DatasetSpec, get_spec
 from nat_keras.errors import ConfigError
 
 
@@ -24,11 +25,14 @@ class DataConfig:
     """Options of `load_splits`; defaults follow the NAT paper.
 
     Attributes:
-      name: the dataset, one of `nat_keras.data.DATASETS` ("digits",
-        "cifar10", "cifar100", "imagenet2012"). "digits" ships with
-        scikit-learn and needs no network.
+      name: the dataset, one of `nat_keras.data.DATASETS` ("cifar10",
+        "cifar100", "digits", "fashion_mnist", "imagenet2012"). "digits"
+        ships with scikit-learn and needs no network; "fashion_mnist" needs
+        none once Debian's `dataset-fashion-mnist` is installed.
       data_dir: TFDS data directory; None means TFDS's default
-        (`$TFDS_DATA_DIR` or `~/tensorflow_datasets`). Unused for digits.
+        (`$TFDS_DATA_DIR` or `~/tensorflow_datasets`). For "fashion_mnist"
+        also a folder with its four `*-ubyte.gz` IDX files (or a
+        `fashion-mnist` folder inside it). Unused for digits.
       download: whether a TFDS dataset that is not prepared may be downloaded
         and prepared. Off by default: offline, a download only fails after
         minutes of retries, so we fail at once and say how to prepare it.
@@ -42,14 +46,20 @@ class DataConfig:
       seed: seed of the weight/policy split, of shuffling and of
         augmentation. The test split of digits does not depend on it.
       image_size: height and width of the output images; None means the
-        dataset's (32 for digits and CIFAR, 224 for ImageNet).
+        dataset's (32 for digits, CIFAR and Fashion-MNIST, 224 for ImageNet).
+        Fashion-MNIST's 28x28 images are zero-padded, centred, to 32 and
+        resized to any other size.
+      channels: channels of the output images, 1 or 3; None means the
+        dataset's (3 everywhere, so the CIFAR networks take every dataset).
+        1 keeps a grey dataset's (digits, Fashion-MNIST) single channel; 3
+        repeats it.
       augment: whether the training parts (`weights`, `train`) are augmented.
       augment_policy: whether the `policy` part is augmented too. Off by
         default because rewards compare two architectures on the same batch
         and augmentation only adds noise there (the authors' code does
         augment it, as DARTS does; set this to match it).
       flip: random horizontal flips; None means the dataset's default (on
-        for CIFAR and ImageNet, off for digits).
+        for CIFAR, Fashion-MNIST and ImageNet, off for digits).
       crop_padding: pixels of zero padding before the random crop of small
         images (4 in the paper); 0 turns the crop off.
       cutout: side of the cutout square in pixels; 0 turns cutout off (16 is
@@ -73,6 +83,7 @@ class DataConfig:
     weight_fraction: float = 0.4
     seed: int = 0
     image_size: int | None = None
+    channels: int | None = None
     augment: bool = True
     augment_policy: bool = False
     flip: bool | None = None
@@ -96,10 +107,26 @@ class DataConfig:
         for field, value in {"crop_padding": self.crop_padding, "cutout": self.cutout}.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"DataConfig.{field} must be an int >= 0 (0 turns it off); got {value!r}.")
+        self._check_channels()
         if not 0.0 < self.weight_fraction < 1.0:
             raise ConfigError(
                 "DataConfig.weight_fraction is the share of the training split that trains the "
                 f"supernet weights and must lie strictly between 0 and 1; got {self.weight_fraction!r}."
+            )
+
+    def _check_channels(self) -> None:
+        if self.channels is None:
+            return
+        if isinstance(self.channels, bool) or self.channels not in (1, 3):
+            raise ConfigError(
+                "DataConfig.channels must be None (the dataset's default), 1 (grey) or 3; "
+                f"got {self.channels!r}."
+            )
+        if self.channels == 1 and not self.spec.grey:
+            grey = ", ".join(sorted(name for name, spec in DATASETS.items() if spec.grey))
+            raise ConfigError(
+                f"DataConfig.channels=1 keeps a grey dataset grey, but {self.name!r} is in colour; "
+                f"grey datasets: {grey}. Leave channels=None (3 channels) for {self.name!r}."
             )
 
     @property
@@ -111,6 +138,16 @@ class DataConfig:
     def resolved_image_size(self) -> int:
         """`image_size`, or the dataset's default."""
         return self.image_size if self.image_size is not None else self.spec.image_size
+
+    @property
+    def resolved_channels(self) -> int:
+        """`channels`, or the dataset's default.
+
+        Example:
+          >>> DataConfig(name="fashion_mnist", channels=1).resolved_channels
+          1
+        """
+        return self.channels if self.channels is not None else self.spec.channels
 
     @property
     def resolved_flip(self) -> bool:

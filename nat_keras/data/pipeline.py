@@ -1,9 +1,13 @@
 """Per-example preprocessing and the batching pipeline.
 
-Training examples: small images (digits, CIFAR) get the paper's pad-4 +
-random crop and, where the dataset allows it, a random horizontal flip;
-ImageNet gets an Inception-style random resized crop and a flip. Then every
-image is standardised per channel and, if asked, a cutout square is zeroed
+Every image is first brought to the configured size: bilinear resizing, or
+zero padding for images stored smaller than the dataset's default size
+(Fashion-MNIST's 28x28 to 32x32). Training examples: small images (digits,
+Fashion-MNIST, CIFAR) get the paper's pad-4 + random crop and, where the
+dataset allows it, a random horizontal flip;
+ImageNet gets an Inception-style random resized crop and a flip. Then a grey
+image is repeated to the configured channels, every image is standardised
+per channel and, if asked, a cutout square is zeroed
 (after normalisation, as in DARTS / NAT's code, so the square is the mean
 colour). Evaluation examples are only resized (ImageNet: shorter side to
 size / 0.875, centre crop) and standardised.
@@ -46,11 +50,18 @@ class Preprocessing:
       image_size: height and width of the output images.
       crop: `"pad"` (pad + random crop of decoded images) or `"resized"`
         (random resized crop of encoded JPEGs, ImageNet).
+      fit: how a decoded image of another size is brought to `image_size`:
+        `"resize"` (bilinear) or `"pad"` (zero padding, centred, as
+        Fashion-MNIST's 28x28 images are put in 32x32; a larger image is
+        centre-cropped).
+      channels: channels of the output images; a grey image is repeated to
+        them. None keeps the image's channels.
       crop_padding: zero padding before the random crop (`"pad"` only); 0
         turns the crop off.
       flip: whether training images are flipped left-right at random.
       cutout: side of the cutout square; 0 turns cutout off.
-      mean: per-channel mean of [0, 1] images; None: no normalisation.
+      mean: per-channel mean of [0, 1] images, one value per output
+        channel; None: no normalisation.
       std: per-channel standard deviation; None: no normalisation.
       decode: turns an encoded image into a uint8 image before caching
         (TFDS `"pad"` datasets); None when images come decoded (digits) or
@@ -59,6 +70,8 @@ class Preprocessing:
 
     image_size: int
     crop: Literal["pad", "resized"] = "pad"
+    fit: Literal["resize", "pad"] = "resize"
+    channels: int | None = None
     crop_padding: int = 4
     flip: bool = True
     cutout: int = 0
@@ -79,11 +92,45 @@ def to_unit_float(image: tf.Tensor) -> tf.Tensor:
     return tf.cast(image, tf.float32)
 
 
-def resize_if_needed(image: tf.Tensor, size: int) -> tf.Tensor:
-    """Resizes a float image to `size` x `size` unless its static size already is."""
+def fit_image(image: tf.Tensor, size: int, *, fit: Literal["resize", "pad"] = "resize") -> tf.Tensor:
+    """Brings a float image to `size` x `size`, by resizing or by centred zero padding.
+
+    Args:
+      image: a `[H, W, C]` image with static height and width.
+      size: height and width of the result.
+      fit: `"resize"` (bilinear, antialiased) or `"pad"` (zero padding,
+        centred; an image larger than `size` is centre-cropped).
+
+    Returns:
+      The image at `size`; `image` itself when it already is.
+
+    Example:
+      >>> fit_image(tf.ones([28, 28, 1]), 32, fit="pad").shape
+      TensorShape([32, 32, 1])
+    """
     if image.shape[0] == size and image.shape[1] == size:
         return image
+    if fit == "pad":
+        return tf.image.resize_with_crop_or_pad(image, size, size)
     return tf.image.resize(image, (size, size), method="bilinear", antialias=True)
+
+
+def to_channels(image: tf.Tensor, channels: int | None) -> tf.Tensor:
+    """Repeats a grey `[H, W, 1]` image to `channels`; other images pass unchanged.
+
+    Raises:
+      ValueError: `image` has neither 1 nor `channels` channels.
+
+    Example:
+      >>> to_channels(tf.ones([28, 28, 1]), 3).shape
+      TensorShape([28, 28, 3])
+    """
+    have = image.shape[-1]
+    if channels is None or have == channels:
+        return image
+    if have != 1:
+        raise ValueError(f"Cannot turn {have}-channel images into {channels} channels; only grey repeats.")
+    return tf.repeat(image, channels, axis=-1)
 
 
 def pad_and_random_crop(image: tf.Tensor, *, padding: int, seed: tf.Tensor) -> tf.Tensor:
@@ -227,17 +274,19 @@ def train_example(
       preprocessing: the dataset's `Preprocessing`.
 
     Returns:
-      `(float32 [size, size, 3] image, int32 label)`.
+      `(float32 [size, size, C] image, int32 label)`.
     """
     crop_seed, flip_seed, cutout_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=3))
     size = preprocessing.image_size
     if preprocessing.crop == "resized":
         image = random_resized_crop(image, size=size, seed=crop_seed)
     else:
-        image = resize_if_needed(to_unit_float(image), size)
+        image = fit_image(to_unit_float(image), size, fit=preprocessing.fit)
         image = pad_and_random_crop(image, padding=preprocessing.crop_padding, seed=crop_seed)
     if preprocessing.flip:
         image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    # Repeated after the crop and flip, which then move one channel, not three.
+    image = to_channels(image, preprocessing.channels)
     image = _finish(image, preprocessing)
     image = cutout(image, length=preprocessing.cutout, seed=cutout_seed)
     return image, tf.cast(label, tf.int32)
@@ -247,12 +296,13 @@ def eval_example(image: tf.Tensor, label: tf.Tensor, preprocessing: Preprocessin
     """Resizes (or centre-crops) and standardises one example, with no randomness.
 
     Returns:
-      `(float32 [size, size, 3] image, int32 label)`.
+      `(float32 [size, size, C] image, int32 label)`.
     """
     if preprocessing.crop == "resized":
         image = center_crop(image, size=preprocessing.image_size)
     else:
-        image = resize_if_needed(to_unit_float(image), preprocessing.image_size)
+        image = fit_image(to_unit_float(image), preprocessing.image_size, fit=preprocessing.fit)
+    image = to_channels(image, preprocessing.channels)
     return _finish(image, preprocessing), tf.cast(label, tf.int32)
 
 
@@ -289,7 +339,7 @@ def batched(
       drop_remainder: whether to drop a last, smaller batch.
 
     Returns:
-      A `tf.data.Dataset` of `(float32 [B, H, W, 3], int32 [B])` batches.
+      A `tf.data.Dataset` of `(float32 [B, H, W, C], int32 [B])` batches.
 
     Example:
       >>> examples = tf.data.Dataset.from_tensor_slices((tf.zeros([10, 32, 32, 3]), tf.zeros([10])))

@@ -1,7 +1,7 @@
 """The datasets nat_keras can train on, and what each one needs.
 
-A `DatasetSpec` is plain data: where the examples come from (scikit-learn or
-TFDS), their shape and classes, the normalisation constants, and the
+A `DatasetSpec` is plain data: where the examples come from (scikit-learn,
+TFDS, or TFDS else local IDX files), their shape and classes, the normalisation constants, and the
 per-dataset defaults of the pipeline (horizontal flip, crop style, caching).
 `DataConfig` (in `config.py`) says what a user asked for; the spec fills in
 whatever the config leaves to the dataset.
@@ -27,6 +27,11 @@ CIFAR100_MEAN: tuple[float, float, float] = (0.50707516, 0.48654887, 0.44091784)
 CIFAR100_STD: tuple[float, float, float] = (0.26733429, 0.25643846, 0.27615047)
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+# Fashion-MNIST's are fixed constants, not computed at load time: the same
+# numbers then serve both sources (TFDS, IDX files) with no pass over the
+# data. Measured on the 60,000 training images of the original files.
+FASHION_MNIST_MEAN: tuple[float] = (0.28604060,)
+FASHION_MNIST_STD: tuple[float] = (0.35302425,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,15 +41,25 @@ class DatasetSpec:
     Attributes:
       name: the name users pass (`"cifar10"`, ...).
       source: `"sklearn"` for the embedded digits, `"tfds"` for TensorFlow
-        Datasets.
+        Datasets, `"tfds_or_idx"` for TFDS when the dataset is prepared in
+        the data directory, else its original IDX files (Fashion-MNIST,
+        docs/design.md section 7).
       num_classes: number of labels; labels are `0 .. num_classes - 1`.
       image_size: default height and width of the pipeline's images.
-      channels: channels of the pipeline's images (always 3, so that the
-        paper's CIFAR / ImageNet models run on every dataset).
+      channels: default channels of the pipeline's images (3 for every
+        dataset, so that the paper's CIFAR / ImageNet models run on each).
+      grey: whether the source images are grey, so that
+        `DataConfig.channels=1` may keep them so (3 repeats the grey).
+      stored_size: height and width of the stored images when they differ
+        from `image_size`. At the default `image_size` they are zero-padded,
+        centred (Fashion-MNIST: 28 -> 32, the border is the black
+        background); any other `DataConfig.image_size` is reached by
+        bilinear resizing.
       train_split: the split that is divided into a weight and a policy part.
       test_split: the held-out split, never used for search (ImageNet's
         labelled held-out split is "validation").
-      mean: per-channel mean of the [0, 1] training images; None means it is
+      mean: per-channel mean of the [0, 1] training images (one value for a
+        grey dataset, repeated for every output channel); None means it is
         computed from the training split when loading (digits).
       std: per-channel standard deviation, like `mean`.
       flip: whether random horizontal flips are a sound augmentation (not for
@@ -54,17 +69,20 @@ class DatasetSpec:
         (ImageNet).
       cache: whether decoded training images are cached in memory by default
         (small datasets only).
-      tfds_name: the TFDS builder name, for `source == "tfds"`.
+      tfds_name: the TFDS builder name, for `source` `"tfds"` and
+        `"tfds_or_idx"`.
       manual_files: files a user must download by hand into the TFDS manual
         directory before the dataset can be prepared.
       homepage: where the data comes from, for error messages.
     """
 
     name: str
-    source: Literal["sklearn", "tfds"]
+    source: Literal["sklearn", "tfds", "tfds_or_idx"]
     num_classes: int
     image_size: int
     channels: int = 3
+    grey: bool = False
+    stored_size: int | None = None
     train_split: str = "train"
     test_split: str = "test"
     mean: tuple[float, ...] | None = None
@@ -88,6 +106,7 @@ DATASETS: dict[str, DatasetSpec] = {
         source="sklearn",
         num_classes=10,
         image_size=32,
+        grey=True,
         flip=False,
         homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset",
     ),
@@ -110,6 +129,23 @@ DATASETS: dict[str, DatasetSpec] = {
         std=CIFAR100_STD,
         tfds_name="cifar100",
         homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+    ),
+    # 32x32x3 by default (28x28 grey padded, grey repeated) so that the
+    # reference networks (resnet20, ...) and the cell networks, built for
+    # CIFAR, take it unchanged; `image_size=28, channels=1` gives the native
+    # images. Flips are sound for clothing (a mirrored shoe is a shoe) and
+    # standard for Fashion-MNIST, unlike for digits.
+    "fashion_mnist": DatasetSpec(
+        name="fashion_mnist",
+        source="tfds_or_idx",
+        num_classes=10,
+        image_size=32,
+        grey=True,
+        stored_size=28,
+        mean=FASHION_MNIST_MEAN,
+        std=FASHION_MNIST_STD,
+        tfds_name="fashion_mnist",
+        homepage="https://github.com/zalandoresearch/fashion-mnist",
     ),
     "imagenet2012": DatasetSpec(
         name="imagenet2012",

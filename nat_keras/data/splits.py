@@ -7,8 +7,15 @@ measured). The test split is returned apart and is never used for search.
 The split is by example index: a permutation seeded by `DataConfig.seed`
 picks `round(weight_fraction * N)` indices for the weight part, the rest is
 the policy part. So the parts are disjoint, the same for the same seed, a
-random (not contiguous) sample, and the same code serves digits (numpy
-arrays) and TFDS (examples read in a fixed order, then filtered by index).
+random (not contiguous) sample, and the same code serves numpy arrays
+(digits, Fashion-MNIST's IDX files) and TFDS (examples read in a fixed order,
+then filtered by index).
+
+Fashion-MNIST comes from TFDS when `fashion_mnist` is prepared in the data
+directory, else from its IDX files (`data_dir`, or Debian's
+`dataset-fashion-mnist`), else, with `download=True` only, from a TFDS
+download; both sources feed the same uint8 28x28x1 images to the pipeline,
+which pads them to 32x32x3 by default (docs/design.md section 7).
 
 Which parts are shuffled and augmented:
 
@@ -35,17 +42,21 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
 
 from nat_keras.data import digits as digits_lib
+from nat_keras.data import fashion_mnist as fashion_mnist_lib
 from nat_keras.data import tfds_source
 from nat_keras.data.config import DataConfig
 from nat_keras.data.pipeline import Preprocessing
 from nat_keras.data.pipeline import batched as batched_pipeline
 from nat_keras.errors import ConfigError
+
+if TYPE_CHECKING:
+    import tensorflow_datasets as tfds
 
 # Each part draws shuffles and augmentations from its own seed stream.
 _STREAM_OFFSETS = {"weights": 0, "policy": 1, "train": 2, "test": 3}
@@ -170,11 +181,26 @@ def _build_parts(
     }
 
 
+def _channel_stats(config: DataConfig, mean: Any, std: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) with one value per output channel: a grey dataset's single value is repeated."""
+    channels = config.resolved_channels
+    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    if len(mean) == 1 and channels > 1:
+        mean, std = mean * channels, std * channels
+    return mean[:channels], std[:channels]
+
+
 def _preprocessing(config: DataConfig, mean: Any, std: Any, **options: Any) -> Preprocessing:
     """The per-example preprocessing `config` asks for, normalised with (mean, std)."""
+    spec = config.spec
+    # Stored images smaller than the default size are padded to it, not
+    # resized: the pixels stay the original ones (Fashion-MNIST 28 -> 32).
+    padded = spec.stored_size is not None and config.resolved_image_size == spec.image_size
     return Preprocessing(
         image_size=config.resolved_image_size,
-        crop=config.spec.crop,
+        crop=spec.crop,
+        fit="pad" if padded else "resize",
+        channels=config.resolved_channels,
         crop_padding=config.crop_padding,
         flip=config.resolved_flip,
         cutout=config.cutout,
@@ -184,47 +210,76 @@ def _preprocessing(config: DataConfig, mean: Any, std: Any, **options: Any) -> P
     )
 
 
-def _load_digits(config: DataConfig) -> NatSplits:
-    spec = config.spec
-    arrays = digits_lib.load_digits_arrays(image_size=config.resolved_image_size)
-    mean, std = arrays.channel_stats()
-    preprocessing = _preprocessing(config, mean, std)
-    mask = weight_mask(len(arrays.y_train), weight_fraction=config.weight_fraction, seed=config.seed)
+def _image_shape(config: DataConfig) -> tuple[int, int, int]:
+    return (config.resolved_image_size, config.resolved_image_size, config.resolved_channels)
+
+
+def _from_arrays(
+    config: DataConfig,
+    *,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+) -> NatSplits:
+    """NAT's parts of a dataset held in numpy arrays (digits, Fashion-MNIST's IDX files)."""
+    mean, std = _channel_stats(config, mean, std)
+    mask = weight_mask(len(y_train), weight_fraction=config.weight_fraction, seed=config.seed)
 
     def slices(images: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:
         return tf.data.Dataset.from_tensor_slices((images, labels))
 
     parts = _build_parts(
         config,
-        preprocessing=preprocessing,
-        weights=slices(arrays.x_train[mask], arrays.y_train[mask]),
-        policy=slices(arrays.x_train[~mask], arrays.y_train[~mask]),
-        train=slices(arrays.x_train, arrays.y_train),
-        test=slices(arrays.x_test, arrays.y_test),
+        preprocessing=_preprocessing(config, mean, std),
+        weights=slices(x_train[mask], y_train[mask]),
+        policy=slices(x_train[~mask], y_train[~mask]),
+        train=slices(x_train, y_train),
+        test=slices(x_test, y_test),
     )
     return NatSplits(
         **parts,
-        num_classes=spec.num_classes,
-        image_shape=(config.resolved_image_size, config.resolved_image_size, spec.channels),
+        num_classes=config.spec.num_classes,
+        image_shape=_image_shape(config),
         num_weights_examples=int(mask.sum()),
         num_policy_examples=int((~mask).sum()),
-        num_test_examples=len(arrays.y_test),
+        num_test_examples=len(y_test),
         mean=mean,
         std=std,
         config=config,
     )
 
 
-def _load_tfds(config: DataConfig) -> NatSplits:
+def _load_digits(config: DataConfig) -> NatSplits:
+    arrays = digits_lib.load_digits_arrays(image_size=config.resolved_image_size)
+    mean, std = arrays.channel_stats()
+    # The digits are grey repeated to three channels; channels=1 keeps one.
+    channels = config.resolved_channels
+    return _from_arrays(
+        config,
+        x_train=arrays.x_train[..., :channels],
+        y_train=arrays.y_train,
+        x_test=arrays.x_test[..., :channels],
+        y_test=arrays.y_test,
+        mean=mean,
+        std=std,
+    )
+
+
+def _load_tfds(config: DataConfig, builder: tfds.core.DatasetBuilder | None = None) -> NatSplits:
+    """NAT's parts of a TFDS dataset; `builder` is a prepared builder, None prepares one."""
     spec = config.spec
     assert spec.mean is not None and spec.std is not None  # Every TFDS spec records them.
-    builder = tfds_source.prepared_builder(config)
+    mean, std = _channel_stats(config, spec.mean, spec.std)
+    builder = builder if builder is not None else tfds_source.prepared_builder(config)
     train, num_train = tfds_source.read_split(builder, spec.train_split)
     test, num_test = tfds_source.read_split(builder, spec.test_split)
     preprocessing = _preprocessing(
         config,
-        spec.mean,
-        spec.std,
+        mean,
+        std,
         # Small images are decoded once and cached; ImageNet's are decoded by
         # the crop itself, which reads only the crop window.
         decode=tfds_source.decode_image_fn(builder) if spec.crop == "pad" else None,
@@ -241,13 +296,40 @@ def _load_tfds(config: DataConfig) -> NatSplits:
     return NatSplits(
         **parts,
         num_classes=spec.num_classes,
-        image_shape=(config.resolved_image_size, config.resolved_image_size, spec.channels),
+        image_shape=_image_shape(config),
         num_weights_examples=int(mask.sum()),
         num_policy_examples=int((~mask).sum()),
         num_test_examples=num_test,
-        mean=spec.mean,
-        std=spec.std,
+        mean=mean,
+        std=std,
         config=config,
+    )
+
+
+def _load_tfds_or_idx(config: DataConfig) -> NatSplits:
+    """Fashion-MNIST: TFDS if prepared, else the IDX files, else a download if asked for, else an error."""
+    builder = tfds_source.builder_if_prepared(config)
+    if builder is not None:
+        return _load_tfds(config, builder)
+    if fashion_mnist_lib.find_directory(config.data_dir) is not None:
+        spec = config.spec
+        assert spec.mean is not None and spec.std is not None
+        # uint8, like TFDS' decoded images: a quarter of float32's memory in
+        # the arrays and in the cache; the pipeline scales them to [0, 1].
+        arrays = fashion_mnist_lib.load_fashion_mnist_arrays(config.data_dir, dtype="uint8")
+        return _from_arrays(
+            config,
+            x_train=arrays.x_train,
+            y_train=arrays.y_train,
+            x_test=arrays.x_test,
+            y_test=arrays.y_test,
+            mean=spec.mean,
+            std=spec.std,
+        )
+    if config.download:
+        return _load_tfds(config)  # Downloads and prepares through TFDS.
+    raise fashion_mnist_lib.FashionMnistNotFoundError(
+        fashion_mnist_lib.not_found_message(config.data_dir, tfds_data_dir=tfds_source.tfds_data_dir(config))
     )
 
 
@@ -255,35 +337,49 @@ def load_splits(name: str | None = None, *, config: DataConfig | None = None, **
     """Loads a dataset as NAT's weight / policy / test parts, batched and prefetched.
 
     Args:
-      name: the dataset, one of `nat_keras.data.DATASETS` ("digits",
-        "cifar10", "cifar100", "imagenet2012"); None keeps `config.name`
-        ("digits" by default, which needs no network).
+      name: the dataset, one of `nat_keras.data.DATASETS` ("cifar10",
+        "cifar100", "digits", "fashion_mnist", "imagenet2012"); None keeps
+        `config.name` ("digits" by default, which needs no network).
+        "fashion_mnist" is read from TFDS when prepared in `data_dir`, else
+        from its IDX files (in `data_dir`, or where Debian's
+        `dataset-fashion-mnist` installs them), and is 32x32x3 by default
+        (28x28 grey, padded and repeated) so that the CIFAR networks take it;
+        `image_size=28, channels=1` gives the native images.
       config: a `DataConfig`; None means the defaults.
       **options: `DataConfig` fields that override `config` (`batch_size`,
-        `data_dir`, `download`, `cutout`, `seed`, ...).
+        `data_dir`, `download`, `cutout`, `seed`, `image_size`, `channels`,
+        ...).
 
     Returns:
-      A `NatSplits` whose datasets yield `(float32 [B, H, W, 3], int32 [B])`.
+      A `NatSplits` whose datasets yield `(float32 [B, H, W, C], int32 [B])`,
+      `[H, W, C]` being `NatSplits.image_shape`.
 
     Raises:
       ValueError: on an unknown dataset name or option (the message lists the
         valid ones) or an invalid option value.
       DatasetNotPreparedError: if a TFDS dataset is not prepared in its data
         directory and `download` is False; raised at once, with the command
-        that prepares it.
+        that prepares it. For Fashion-MNIST, the subclass
+        `FashionMnistNotFoundError` when neither TFDS nor the IDX files have
+        it, naming every way to get it.
 
     Example:
       >>> splits = load_splits("cifar10", data_dir="/data/tfds", cutout=16)
       >>> splits.num_weights_examples, splits.num_policy_examples
       (20000, 30000)
+      >>> load_splits("fashion_mnist").image_shape   # Debian's dataset-fashion-mnist installed
+      (32, 32, 3)
     """
     config = config or DataConfig()
     if name is not None:
         options = {"name": name, **options}
     if options:
         config = config.replace(**options)
-    if config.spec.source == "sklearn":
+    source = config.spec.source
+    if source == "sklearn":
         return _load_digits(config)
+    if source == "tfds_or_idx":
+        return _load_tfds_or_idx(config)
     return _load_tfds(config)
 
 

@@ -30,7 +30,13 @@ from nat_keras.errors import ConfigError, NatKerasError
 
 
 class DatasetNotPreparedError(NatKerasError, FileNotFoundError):
-    """A TFDS dataset is not prepared in its data directory (and was not downloaded)."""
+    """A dataset's files are not where nat_keras looks, and it was not downloaded.
+
+    For a TFDS dataset: not prepared in its data directory. Fashion-MNIST
+    raises the subclass `FashionMnistNotFoundError` when neither TFDS nor its
+    IDX files have it, so one `except DatasetNotPreparedError` serves every
+    dataset.
+    """
 
 
 def default_manual_dir(builder: tfds.core.DatasetBuilder) -> str:
@@ -80,6 +86,40 @@ def _not_prepared_message(
     return "\n".join(lines)
 
 
+def _builder(config: DataConfig) -> tfds.core.DatasetBuilder:
+    spec = config.spec
+    if spec.tfds_name is None:
+        raise ConfigError(f"Dataset {spec.name!r} does not come from TFDS.")
+    # `tfds.builder` only reads code and the local data directory (no GCS
+    # look-up unless try_gcs=True), so this cannot hang offline.
+    return tfds.builder(spec.tfds_name, data_dir=config.data_dir)
+
+
+def builder_if_prepared(config: DataConfig) -> tfds.core.DatasetBuilder | None:
+    """Returns the TFDS builder of `config.name` if its files are prepared, else None.
+
+    It reads only the local data directory and never downloads, whatever
+    `config.download` says: for datasets with another source to fall back on
+    (Fashion-MNIST's IDX files), which is tried before any download.
+
+    Example:
+      >>> builder_if_prepared(DataConfig(name="fashion_mnist", data_dir="/nowhere")) is None
+      True
+    """
+    builder = _builder(config)
+    return builder if builder.is_prepared() else None
+
+
+def tfds_data_dir(config: DataConfig) -> str:
+    """The TFDS data directory `config` reads (`data_dir`, or TFDS's default), for messages.
+
+    Example:
+      >>> tfds_data_dir(DataConfig(name="cifar10", data_dir="/data/tfds"))
+      '/data/tfds'
+    """
+    return os.fspath(_builder(config).data_dir_root)
+
+
 def prepared_builder(config: DataConfig) -> tfds.core.DatasetBuilder:
     """Returns the TFDS builder of `config.name`, prepared, or fails at once.
 
@@ -101,11 +141,7 @@ def prepared_builder(config: DataConfig) -> tfds.core.DatasetBuilder:
       10
     """
     spec = config.spec
-    if spec.source != "tfds" or spec.tfds_name is None:
-        raise ConfigError(f"Dataset {spec.name!r} does not come from TFDS.")
-    # `tfds.builder` only reads code and the local data directory (no GCS
-    # look-up unless try_gcs=True), so this cannot hang offline.
-    builder = tfds.builder(spec.tfds_name, data_dir=config.data_dir)
+    builder = _builder(config)
     if builder.is_prepared():
         return builder
     manual_dir = config.manual_dir or default_manual_dir(builder)
