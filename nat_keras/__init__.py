@@ -4,7 +4,7 @@ Data flows one way, and the subpackages follow it (docs/design.md, "Data
 flow"):
 
   keras.Model --graph.encode--> ArchGraph --policy--> TransformPlan
-      --rebuild.apply_plan--> keras.Model --> fit / rebuild.export
+      --rebuild.apply_plan--> keras.Model --> train / rebuild.export
 
 with `cells` (the paper's cell space), `supernet` (weight-sharing rewards),
 `policy` (the TF-GNN policy) and `search` (the alternating loop) producing
@@ -48,6 +48,10 @@ _LAZY = {
     "SupernetConfig": ("nat_keras.supernet.trainer", "SupernetConfig"),
     "recalibrate": ("nat_keras.supernet.batchnorm", "recalibrate"),
     "batchnorm": ("nat_keras.supernet.batchnorm", None),
+    # The retraining recipe: `nat_keras.train.train(model, splits, nat_keras.Recipe.gpu())`.
+    "train": ("nat_keras.train", None),
+    "Recipe": ("nat_keras.train", "Recipe"),
+    "TrainResult": ("nat_keras.train", "TrainResult"),
 }
 
 
@@ -76,8 +80,10 @@ __all__ = [
     "Node",
     "PlanError",
     "Policy",
+    "Recipe",
     "SearchConfig",
     "SupernetConfig",
+    "TrainResult",
     "TransformPlan",
     "TransformReport",
     "UnsupportedModelError",
@@ -95,5 +101,6 @@ __all__ = [
     "plan_cost",
     "recalibrate",
     "sample_random_plan",
+    "train",
     "transform",
 ]

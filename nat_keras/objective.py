@@ -74,11 +74,17 @@ class ClassificationCrossentropy(keras.losses.Loss):
       task: "categorical" (softmax crossentropy over the classes) or
         "binary" (sigmoid crossentropy per output unit).
       from_logits: whether the outputs are logits (else probabilities).
+      label_smoothing: in [0, 1); labels become `y * (1 - s) + s / C` over
+        the C classes (categorical) or `y * (1 - s) + s / 2` (binary), as
+        Keras's CategoricalCrossentropy / BinaryCrossentropy smooth them.
+        Sparse labels are made one-hot first, which Keras's
+        SparseCategoricalCrossentropy cannot smooth at all.
       reduction, name, dtype: as for any `keras.losses.Loss`.
 
     Example:
       >>> loss = ClassificationCrossentropy(task="categorical", from_logits=True)
       >>> loss([2, 0], logits) == loss([[0, 0, 1], [1, 0, 0]], logits)
+      >>> smooth = ClassificationCrossentropy(from_logits=True, label_smoothing=0.1)
     """
 
     def __init__(
@@ -88,9 +94,12 @@ class ClassificationCrossentropy(keras.losses.Loss):
         reduction: str | None = "sum_over_batch_size",
         name: str | None = None,
         dtype: Any = None,
+        label_smoothing: float = 0.0,
     ):
         if task not in (CATEGORICAL, BINARY):
             raise ValueError(f"task must be {CATEGORICAL!r} or {BINARY!r}, got {task!r}.")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
         super().__init__(
             name=name or f"{task}_crossentropy{'_from_logits' if from_logits else ''}",
             reduction=reduction,
@@ -98,24 +107,29 @@ class ClassificationCrossentropy(keras.losses.Loss):
         )
         self.task = task
         self.from_logits = from_logits
+        self.label_smoothing = float(label_smoothing)
 
     def call(self, y_true: Any, y_pred: Any) -> tf.Tensor:
         y_pred = tf.convert_to_tensor(y_pred)
+        smoothing = self.label_smoothing
         if self.task == BINARY:
             return keras.losses.binary_crossentropy(
-                binary_labels(y_true, y_pred), y_pred, from_logits=self.from_logits
+                binary_labels(y_true, y_pred), y_pred, from_logits=self.from_logits, label_smoothing=smoothing
             )
         y_true = tf.convert_to_tensor(y_true)
-        if _is_sparse(y_true, y_pred):
+        if _is_sparse(y_true, y_pred) and not smoothing:
             return keras.losses.sparse_categorical_crossentropy(
                 sparse_labels(y_true, y_pred), y_pred, from_logits=self.from_logits
             )
         return keras.losses.categorical_crossentropy(
-            dense_labels(y_true, y_pred), y_pred, from_logits=self.from_logits
+            dense_labels(y_true, y_pred), y_pred, from_logits=self.from_logits, label_smoothing=smoothing
         )
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "task": self.task, "from_logits": self.from_logits}
+        config = {**super().get_config(), "task": self.task, "from_logits": self.from_logits}
+        if self.label_smoothing:  # configs saved before label smoothing existed stay as they were
+            config["label_smoothing"] = self.label_smoothing
+        return config
 
 
 @dataclasses.dataclass(frozen=True)
