@@ -296,9 +296,10 @@ class TrainResult:
       recipe: the recipe it was trained with.
       history: per-epoch values, one entry per epoch of the whole run (a
         resumed run includes the epochs before the interruption): "loss"
-        (with label smoothing and weight decay's regularizer losses, if
-        any), "accuracy" and "learning_rate" (the rate of the epoch's last
-        step).
+        (the smoothed training loss, plus the model's own regularizer
+        losses if it has any; the recipe's weight decay acts on the
+        gradients and is not in it), "accuracy" (on the augmented training
+        batches) and "learning_rate" (the rate of the epoch's last step).
       epochs: epochs the model has been trained for (`recipe.epochs`).
       initial_epoch: the epoch this call started at: 0, or where a run in
         `checkpoint_dir` was interrupted.
