@@ -1,8 +1,10 @@
 """Packaging for nat_keras.
 
 Versions are pinned to a set seen installing and running together (see
-DESIGN.md section 4): TF-GNN 1.0.3 needs Keras 2 (`tf-keras`) beside Keras 3.
+docs/design.md section 5): TF-GNN 1.0.3 needs Keras 2 (`tf-keras`) beside Keras 3.
 """
+
+import pathlib
 
 from setuptools import find_packages, setup
 
@@ -36,7 +38,7 @@ setup(
         "Neural Architecture Transformer (NAT, Guo et al. 2019) for Keras 3: "
         "make an existing network more accurate at no extra cost."
     ),
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=pathlib.Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["nat_keras", "nat_keras.*"]),
     package_data={"nat_keras": ["policy/*.pbtxt", "assets/*/*"]},

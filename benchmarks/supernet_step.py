@@ -189,7 +189,7 @@ def build_supernet(space: str) -> Supernet | None:
     if space == "model":
         return ModelSupernet(nat_keras.models.resnet20(), space=_ACTION_SPACE.value)
     # ---- cell space -----------------------------------------------------------
-    # NAT's cell-space supernet (DESIGN.md section 2: 8 cells, C = 20).
+    # NAT's cell-space supernet (docs/design.md section 6: 8 cells, C = 20).
     cls = _cell_supernet_class()
     if cls is None:
         print("[cell] CellSupernet is not available in this nat_keras; skipped.")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 
-import nat_keras  # first: prepares the two Kerases (DESIGN.md section 4)
+import nat_keras  # first: prepares the two Kerases (docs/design.md section 5)
 
 # isort: split
 import keras

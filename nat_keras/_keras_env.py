@@ -4,7 +4,7 @@ TF-GNN 1.0.3 imports only when `tf.keras` is Keras 2 (`tf-keras`), which
 TensorFlow decides from TF_USE_LEGACY_KERAS the first time anything touches
 `tf.keras`. `import keras` (Keras 3) ignores the variable, so setting it never
 changes what the user's `import keras` gives. This runs first thing on
-`import nat_keras` (DESIGN.md section 4).
+`import nat_keras` (docs/design.md section 5).
 """
 
 from __future__ import annotations

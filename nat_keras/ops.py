@@ -2,7 +2,7 @@
 
 Everything here is data plus small pure functions, shared by the encoder (to
 compute legal actions), the rebuild (to emit layers) and the policy (to embed
-ops). Facts from DESIGN.md section 2 (Guo et al. 2019 and the NATv2 code).
+ops). Facts from docs/design.md section 2 (Guo et al. 2019 and the NATv2 code).
 
 Example:
   >>> from nat_keras import ops
@@ -40,7 +40,7 @@ ACTION_SPACES = {"nat": NAT_ACTIONS, "nat++": ACTIONS}
 OTHER, DENSE, IDENTITY, NULL = "other", "dense", "skip", "null"
 OP_FAMILIES = ("conv", "sep_conv", "dil_conv", "depthwise", "max_pool", "avg_pool")
 
-# Cheapness rank by type (DESIGN.md: conv -> sep_conv -> dil_conv -> pooling).
+# Cheapness rank by type (docs/design.md section 2: conv -> sep_conv -> dil_conv -> pooling).
 # A depthwise conv sits with dil_conv: one kernel per channel, no mixing.
 _TYPE_RANK = {"conv": 0, "sep_conv": 1, "dil_conv": 2, "depthwise": 2, "max_pool": 3, "avg_pool": 3}
 _OP_RE = re.compile(r"^(conv|sep_conv|dil_conv|depthwise|max_pool|avg_pool)_(\d+)x(\d+)$")

@@ -30,7 +30,7 @@ import keras
 import tensorflow as tf
 
 from nat_keras import compat
-from nat_keras.errors import NatKerasError, UnsupportedModelError
+from nat_keras.errors import ConfigError, NatKerasError, UnsupportedModelError
 from nat_keras.graph import cost
 from nat_keras.graph.arch_graph import ArchGraph
 from nat_keras.graph.costs import Budget, Cost
@@ -92,7 +92,7 @@ def transform(
     strategy: tf.distribute.Strategy | None = None,
     num_candidates: int = 10,
     greedy: bool = False,
-    seed: int = 0,
+    seed: int | None = None,
     search_config: Any = None,
     supernet_config: Any = None,
     fine_tune_epochs: int = 0,
@@ -121,9 +121,16 @@ def transform(
         source itself is scored too and kept when no plan beats it.
       greedy: decode the policy's most likely plan instead of sampling
         `num_candidates` (with data it still competes with the source).
-      seed: seeds sampling.
-      search_config: a `nat_keras.search.SearchConfig` (with data).
-      supernet_config: a `nat_keras.supernet.trainer.SupernetConfig`.
+      seed: seeds the data split, the search and the candidates' sampling;
+        None: `search_config.seed` when a config is passed, else 0. A seed
+        that contradicts the passed config's raises ConfigError.
+      search_config: a `nat_keras.SearchConfig` (with data); None means a
+        short search, `SearchConfig(epochs=10, weight_steps=50,
+        policy_steps=20, seed=seed)` (the paper's is 100 epochs of 100 + 100
+        steps).
+      supernet_config: a `nat_keras.SupernetConfig` for the supernet's weight
+        steps; None means its defaults, the paper's (SGD 0.01, momentum 0.9,
+        weight decay 3e-4, gradient clip 5).
       fine_tune_epochs: epochs of `fit` on `data` after the rebuild, compiled
         with the source's loss and metrics and a fresh optimizer of its
         optimizer's class and config (if the source is compiled; else SGD
@@ -137,6 +144,7 @@ def transform(
     from nat_keras.policy import Policy, default_policy
 
     budget = budget or Budget()
+    seed = _resolve_seed(model.name, seed, search_config)
     strategy = strategy or tf.distribute.get_strategy()
     graph = encode(model)
     if policy is None:
@@ -165,7 +173,7 @@ def transform(
         # Without data there is nothing to score candidates on: decode greedily.
         plan = policy.sample(graph, greedy=True, budget=budget)
         with strategy.scope():
-            result = apply_plan(model, plan, graph=graph, budget=budget)
+            result = apply_plan(model, plan, graph=graph, check_budget=budget)
         after = plan_cost(graph, plan)
         how = "the policy's greedy plan"
         if not plan.actions:
@@ -240,7 +248,7 @@ def _transform_with_data(
         accuracy_before = environment.score(graph, keep)
     arch = supernet.plan_to_arch(plan)
     with strategy.scope():
-        result = apply_plan(model, plan, graph=graph, budget=budget)
+        result = apply_plan(model, plan, graph=graph, check_budget=budget)
         _inherit_new_layers(result, supernet.extract(arch), model)
     if fine_tune_epochs:
         with strategy.scope():
@@ -270,6 +278,20 @@ def _transform_with_data(
         message=message,
     )
     return _attach(result, report, verbose)
+
+
+def _resolve_seed(name: str, seed: int | None, search_config: Any) -> int:
+    """`seed`, else the config's; one seed rules the run, so a contradiction is an error."""
+    config_seed = None if search_config is None else search_config.seed
+    if seed is not None and config_seed is not None and seed != config_seed:
+        raise ConfigError(
+            f"transform({name!r}): seed={seed} but search_config.seed={config_seed}; pass one of "
+            "them, or the same value to both."
+        )
+    for value in (seed, config_seed):
+        if value is not None:
+            return value
+    return 0
 
 
 def _split(data: Any, *, seed: int) -> tuple[tf.data.Dataset, tf.data.Dataset, tf.data.Dataset]:

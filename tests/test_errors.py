@@ -269,14 +269,14 @@ def test_budget_error_has_numbers() -> None:
     plan = nat_keras.TransformPlan.keep_all(nat_keras.encode(model))
     params = model.count_params()
     with pytest.raises(BudgetError) as info:
-        nat_keras.apply_plan(model, plan, budget=nat_keras.Budget(params_ratio=0.5))
+        nat_keras.apply_plan(model, plan, check_budget=nat_keras.Budget(params_ratio=0.5))
     message = str(info.value)
     assert "'chain'" in message
     assert f"{params:,} params" in message  # what the plan costs
     assert f"{params // 2:,} params" in message  # what the budget allows
     assert "Budget" in message
     # The default budget allows the unchanged model.
-    nat_keras.apply_plan(model, plan, budget=nat_keras.Budget())
+    nat_keras.apply_plan(model, plan, check_budget=nat_keras.Budget())
 
 
 def test_errors_share_a_base_class() -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 import nat_keras
 
@@ -101,3 +103,14 @@ def test_no_import_circles():
 
 def test_the_checker_sees_a_circle():
     assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_import_nat_keras_leaves_the_supernets_unloaded():
+    # transform needs only supernet.batchnorm at import; the supernets load on first use.
+    code = (
+        "import sys, nat_keras; print(sorted(m for m in sys.modules if m.startswith('nat_keras.supernet')));"
+        "from nat_keras.supernet import CellSupernet, ModelSupernet, Supernet;"
+        "print(issubclass(CellSupernet, Supernet) and issubclass(ModelSupernet, Supernet))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["['nat_keras.supernet', 'nat_keras.supernet.batchnorm']", "True"]

@@ -80,7 +80,7 @@ def test_random_legal_plans_rebuild_run_and_save(name, tmp_path):
         space = "nat" if seed % 2 else "nat++"
         plan = nat_keras.sample_random_plan(graph, seed, space=space)
         assert plan.actions, "a random plan with change_prob=0.5 changes something"
-        rebuilt = nat_keras.apply_plan(model, plan, graph=graph, budget=budget)
+        rebuilt = nat_keras.apply_plan(model, plan, graph=graph, check_budget=budget)
 
         assert rebuilt.input_shape == model.input_shape
         assert rebuilt.output_shape == model.output_shape

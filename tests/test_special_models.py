@@ -202,7 +202,7 @@ def test_random_plans(case, seed: int, tmp_path) -> None:
     plan = nat_keras.sample_random_plan(graph, seed, space=space, change_prob=0.3 + 0.7 * (seed % 3) / 2)
     plan.validate(graph)
     weights_before = model.get_weights()
-    new_model = nat_keras.apply_plan(model, plan, graph=graph, budget=nat_keras.Budget())
+    new_model = nat_keras.apply_plan(model, plan, graph=graph, check_budget=nat_keras.Budget())
 
     assert _shapes(_input_struct(new_model)) == _shapes(_input_struct(model))
     assert _shapes(_output_struct(new_model)) == _shapes(_output_struct(model))

@@ -1,4 +1,4 @@
-"""ModelSupernet and SupernetTrainer on tiny models (DESIGN.md section 3, "Supernet").
+"""ModelSupernet and SupernetTrainer on tiny models (docs/design.md section 6).
 
 The models here are tiny (8x8x3 inputs, 8 channels) on purpose: the first
 trace of a supernet step compiles every switch branch, which takes seconds on

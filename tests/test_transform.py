@@ -213,6 +213,39 @@ def test_bad_data_is_a_clear_error():
         nat_keras.transform(small_resnet(), data=[1, 2, 3], policy=Policy(seed=0), verbose=0)
 
 
+class _StopAtSearch(Exception):
+    """Raised by the stand-in search: the test only needs the config it was given."""
+
+
+@pytest.mark.parametrize(
+    ("seed", "config", "expected"),
+    [(3, None, 3), (None, SearchConfig(epochs=1, seed=5), 5), (7, SearchConfig(epochs=1, seed=7), 7)],
+)
+def test_the_seed_reaches_the_search(digits, monkeypatch, seed, config, expected):
+    seen = {}
+
+    def stand_in(environment, policy, *, config, directory):
+        seen["config"] = config
+        raise _StopAtSearch
+
+    monkeypatch.setattr(nat_keras.search, "NATSearch", stand_in)
+    with pytest.raises(_StopAtSearch):
+        nat_keras.transform(
+            small_resnet(), data=digits, policy=Policy(seed=0), seed=seed, search_config=config, verbose=0
+        )
+    assert seen["config"].seed == expected
+    if config is None:  # the documented default search
+        config = seen["config"]
+        assert (config.epochs, config.weight_steps, config.policy_steps) == (10, 50, 20)
+
+
+def test_a_seed_that_contradicts_the_search_config_is_an_error(digits):
+    with pytest.raises(nat_keras.errors.ConfigError, match=r"seed=1 but search_config.seed=2"):
+        nat_keras.transform(
+            small_resnet(), data=digits, seed=1, search_config=SearchConfig(seed=2), verbose=0
+        )
+
+
 @pytest.mark.parametrize("space", ["nat", "nat++"])
 def test_transform_without_data_uses_the_default_policy(space, monkeypatch):
     model = nat_keras.models.resnet20()

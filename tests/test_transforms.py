@@ -221,7 +221,7 @@ def test_readme_first_example(resnet20, tmp_path):
             "null:stage1_block0_conv1->stage1_block1_conv1": "skip",
         },
     )
-    new_model = nat_keras.apply_plan(model, plan, budget=nat_keras.Budget())
+    new_model = nat_keras.apply_plan(model, plan, check_budget=nat_keras.Budget())
     assert "3 of" in nat_keras.format_plan(graph, plan)
     result = nat_keras.export(new_model, tmp_path / "resnet20", plan=plan, source=model)
     assert result.plan_path.exists() and result.cost.params < result.source_cost.params

@@ -2,7 +2,9 @@
 
 - `trace`: the functional graph flattened into layer calls (nested models inlined).
 - `encode`: layer calls grouped into op units (the edges) between feature maps
-  (the nodes), with each edge's legal actions.
+  (the nodes), with each edge's legal actions; it uses `units` (which layers
+  form one op unit), `layer_facts` (a layer call's shapes, params and MACs)
+  and `legality` (which actions an edge may take).
 - `arch_graph`: `ArchGraph`, `Node`, `Edge`: plain, JSON-ready data.
 - `costs`: params / MACs of ops, edges and graphs; `Budget`.
 

@@ -4,7 +4,7 @@ Params are counted as Keras `count_params()` counts them (BatchNormalization's
 moving statistics included). MACs count conv and dense ops:
 H_out * W_out * k * k * C_in * C_out / groups for a conv, in * out for a dense
 layer (times the positions it is applied at). Element-wise additions of sums
-are counted apart, in `adds`, as DESIGN.md asks.
+are counted apart, in `adds`, as docs/design.md section 4 explains.
 
 Example:
   >>> before = nat_keras.cost(model)

@@ -9,8 +9,8 @@ rebuilds the graph exactly; numeric features derived from them (`op_index`,
 `log_size`, `channels`, ...) are what the policy's GNN reads.
 
 TF-GNN 1.0.3 needs `tf.keras` to be Keras 2: `import nat_keras` (which sets
-`TF_USE_LEGACY_KERAS=1`) before anything touches `tf.keras` (DESIGN.md
-section 4).
+`TF_USE_LEGACY_KERAS=1`) before anything touches `tf.keras` (docs/design.md
+section 5).
 
 Example:
   >>> gt = to_graph_tensor(graph)

@@ -2,8 +2,8 @@
 
 TF-GNN's graph ops (broadcast node states to edges, pool edge messages to
 nodes) run inside Keras 3 layers that take the GraphTensor as a keyword
-argument, which is what works with Keras 3 beside TF-GNN's Keras 2 (DESIGN.md
-section 4); TF-GNN's own Keras layers are not used.
+argument, which is what works with Keras 3 beside TF-GNN's Keras 2 (docs/design.md
+section 5); TF-GNN's own Keras layers are not used.
 
 Unlike the authors' graph convolution, whose adjacency had no self-loops, each
 edge keeps its own hidden state (op type, shapes, cost) through every round of

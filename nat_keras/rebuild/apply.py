@@ -36,7 +36,7 @@ def apply_plan(
     plan: TransformPlan,
     *,
     graph: ArchGraph | None = None,
-    budget: Budget | None = None,
+    check_budget: Budget | None = None,
     name: str | None = None,
 ) -> keras.Model:
     """Build the transformed model that `plan` describes.
@@ -45,8 +45,11 @@ def apply_plan(
       model: the source Keras model (not modified).
       plan: a TransformPlan made for this model's ArchGraph.
       graph: the model's ArchGraph, if already encoded (saves a walk).
-      budget: if given, raise BudgetError when the plan costs more than it
-        allows relative to the source model.
+      check_budget: if given, raise BudgetError when the plan costs more
+        than this budget allows relative to the source model; None builds any
+        legal plan unchecked. (Named apart from the `budget` arguments of
+        `transform`, `Policy.sample` and `derive`, where None means the
+        default `Budget()`: rebuilding is not planning.)
       name: the new model's name (default: the source's name).
 
     Returns:
@@ -55,7 +58,7 @@ def apply_plan(
 
     Raises:
       PlanError: the plan does not fit this model, or breaks it.
-      BudgetError: the plan is over `budget`.
+      BudgetError: the plan is over `check_budget`.
 
     Example:
       >>> graph = nat_keras.encode(model)
@@ -64,8 +67,8 @@ def apply_plan(
     """
     graph = graph if graph is not None else encode(model)
     resolution = resolve(graph, plan)
-    if budget is not None:
-        budget.check(plan_cost(graph, plan), graph_cost(graph), what=f"The plan for {graph.name!r}")
+    if check_budget is not None:
+        check_budget.check(plan_cost(graph, plan), graph_cost(graph), what=f"The plan for {graph.name!r}")
     return _Rebuilder(trace(model), graph, resolution).build(name or model.name)
 
 

@@ -38,7 +38,7 @@ from nat_keras.supernet.base import Supernet
 
 @dataclasses.dataclass(frozen=True)
 class SupernetConfig:
-    """The paper's defaults for the supernet weight updates (DESIGN.md section 2).
+    """The paper's defaults for the supernet weight updates (docs/design.md section 2).
 
     Attributes:
       learning_rate: SGD learning rate.
