@@ -49,7 +49,12 @@ class RowCache:
         self.path = self.directory / "rows.jsonl"
         self._rows: dict[str, dict[str, Any]] = {}
         if self.path.exists():
-            for line in self.path.read_text().splitlines():
+            text = self.path.read_text()
+            if text and not text.endswith("\n"):
+                # A run killed mid-write left half a row: cut it, so the next row starts a line.
+                text = text[: text.rfind("\n") + 1]
+                self.path.write_text(text)
+            for line in text.splitlines():
                 if not line.strip():
                     continue
                 try:
