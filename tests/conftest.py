@@ -14,6 +14,7 @@ import nat_keras  # must come before anything touches tf.keras
 
 # isort: split
 import keras
+import numpy as np
 
 # The supernet tests' image size and classes (one class per colour channel).
 TINY_IMAGE_SHAPE = (8, 8, 3)
@@ -196,7 +197,6 @@ def policy_off_keep(space: str = "nat++", seed: int = 0):
     `transform(model, policy=...)` then really transforms (the shipped policy
     keeps every edge, and a random fresh one may too).
     """
-    import numpy as np
 
     from nat_keras import ops
     from nat_keras.policy import Policy
@@ -205,3 +205,38 @@ def policy_off_keep(space: str = "nat++", seed: int = 0):
     bias = policy.network.logits.bias
     bias.assign(np.where(np.array(ops.ACTIONS) == ops.KEEP, -5.0, 0.0).astype("float32") + bias.numpy())
     return policy
+
+
+# -- weights and data for the supernet tests -------------------------------------
+
+
+def randomize(variables: list, seed: int) -> None:
+    """Give every variable (BN statistics included) non-trivial values.
+
+    Fresh BN layers are identities in inference mode (mean 0, variance 1,
+    gamma 1, beta 0): weights copied to the wrong layer would go unnoticed.
+    """
+    rng = np.random.default_rng(seed)
+    for variable in variables:
+        shape = tuple(variable.shape)
+        name = variable.name
+        if name == "moving_variance":
+            value = rng.uniform(0.5, 2.0, shape)
+        elif name == "gamma":
+            value = rng.uniform(0.5, 1.5, shape)
+        elif name in ("beta", "moving_mean", "bias"):
+            value = rng.normal(0.0, 0.2, shape)
+        else:  # kernels: keep the scale of their initialisation
+            fan_in = int(np.prod(shape[:-1])) or 1
+            value = rng.normal(0.0, 1.0 / np.sqrt(fan_in), shape)
+        variable.assign(value.astype(variable.dtype))
+
+
+def colour_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose label is the channel with the largest mean (learnable, not trivial)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, TINY_NUM_CLASSES, n)
+    images = rng.uniform(0.0, 1.0, (n, *TINY_IMAGE_SHAPE)).astype("float32")
+    images[np.arange(n), :, :, labels] += 0.5
+    labels = images.mean(axis=(1, 2)).argmax(axis=-1)
+    return images, labels.astype("int64")

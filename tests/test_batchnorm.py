@@ -14,8 +14,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_resnet
-from test_supernet import colour_data, randomize  # tests/ is on sys.path
+from conftest import colour_data, randomize, tiny_resnet  # tests/ is on sys.path
 
 import nat_keras
 from nat_keras.search import SupernetEnvironment

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_supernet import colour_data, randomize, tiny_resnet  # tests/ is on sys.path (pytest, _WORKER)
+from conftest import colour_data, randomize, tiny_resnet  # tests/ is on sys.path (pytest, _WORKER)
 
 from nat_keras.supernet import ModelSupernet
 from nat_keras.supernet.trainer import SupernetConfig, SupernetTrainer

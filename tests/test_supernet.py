@@ -21,7 +21,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import TINY_IMAGE_SHAPE, TINY_NUM_CLASSES, tiny_concat, tiny_resnet  # tests/ on sys.path
+from conftest import (  # tests/ is on sys.path
+    TINY_IMAGE_SHAPE,
+    TINY_NUM_CLASSES,
+    colour_data,
+    randomize,
+    tiny_concat,
+    tiny_resnet,
+)
 
 import nat_keras
 from nat_keras import ops
@@ -68,38 +75,6 @@ CASES = {
         "cat_right",  # 8 -> 4 channels: 1x1 conv + BN
     ),
 }
-
-
-def randomize(variables: list, seed: int) -> None:
-    """Give every variable (BN statistics included) non-trivial values.
-
-    Fresh BN layers are identities in inference mode (mean 0, variance 1,
-    gamma 1, beta 0): weights copied to the wrong layer would go unnoticed.
-    """
-    rng = np.random.default_rng(seed)
-    for variable in variables:
-        shape = tuple(variable.shape)
-        name = variable.name
-        if name == "moving_variance":
-            value = rng.uniform(0.5, 2.0, shape)
-        elif name == "gamma":
-            value = rng.uniform(0.5, 1.5, shape)
-        elif name in ("beta", "moving_mean", "bias"):
-            value = rng.normal(0.0, 0.2, shape)
-        else:  # kernels: keep the scale of their initialisation
-            fan_in = int(np.prod(shape[:-1])) or 1
-            value = rng.normal(0.0, 1.0 / np.sqrt(fan_in), shape)
-        variable.assign(value.astype(variable.dtype))
-
-
-def colour_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images whose label is the channel with the largest mean (learnable, not trivial)."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, NUM_CLASSES, n)
-    images = rng.uniform(0.0, 1.0, (n, *IMAGE_SHAPE)).astype("float32")
-    images[np.arange(n), :, :, labels] += 0.5
-    labels = images.mean(axis=(1, 2)).argmax(axis=-1)
-    return images, labels.astype("int64")
 
 
 def colour_dataset(n: int = 256, batch: int = 32, seed: int = 0) -> tf.data.Dataset:
