@@ -37,8 +37,8 @@ from nat_keras.errors import (
 from nat_keras.graph import ArchGraph, Budget, Cost, Edge, Node, cost, encode
 from nat_keras.plan import TransformPlan, plan_cost, sample_random_plan
 from nat_keras.rebuild import ExportResult, apply_plan, export, layers
-from nat_keras.report import format_graph, format_plan
-from nat_keras.transform import TransformReport, transform
+from nat_keras.report import TransformReport, format_graph, format_plan
+from nat_keras.transform import transform
 
 # Names whose modules pull in TF-GNN or the supernets: imported on first use,
 # so that `import nat_keras` stays fast.

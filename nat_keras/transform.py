@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
@@ -38,48 +37,8 @@ from nat_keras.graph.encode import encode
 from nat_keras.objective import Objective, objective_of
 from nat_keras.plan import TransformPlan, plan_cost
 from nat_keras.rebuild.apply import apply_plan
-from nat_keras.report import format_plan
+from nat_keras.report import TransformReport
 from nat_keras.supernet.batchnorm import recalibrate
-
-
-@dataclasses.dataclass(frozen=True)
-class TransformReport:
-    """What `transform` did, attached to its result as `model.nat_report`.
-
-    Attributes:
-      model_name: the source model's name.
-      plan: the chosen TransformPlan.
-      cost_before / cost_after: params and MACs of the source and the result.
-      candidates: (plan, supernet accuracy on held-out data), best first:
-        the sampled (or greedy) plans and, unless the budget rules it out,
-        the source itself (the keep-all plan); empty without data.
-      accuracy_before / accuracy_after: supernet accuracy of the source and of
-        the chosen plan on held-out data (None without data).
-      rewards: mean policy reward per search epoch (empty without data).
-      message: a one-line summary.
-    """
-
-    model_name: str
-    plan: TransformPlan
-    graph: ArchGraph
-    cost_before: Cost
-    cost_after: Cost
-    candidates: tuple[tuple[TransformPlan, float], ...] = ()
-    accuracy_before: float | None = None
-    accuracy_after: float | None = None
-    rewards: tuple[float, ...] = ()
-    message: str = ""
-
-    def __str__(self) -> str:
-        lines = [self.message, format_plan(self.graph, self.plan)]
-        if self.accuracy_before is not None:
-            lines.append(
-                f"Supernet accuracy on held-out data: {self.accuracy_before:.4f} (source) -> "
-                f"{self.accuracy_after:.4f} (transformed); {len(self.candidates)} candidates scored."
-            )
-        if self.rewards:
-            lines.append("Mean reward per search epoch: " + ", ".join(f"{r:+.4f}" for r in self.rewards))
-        return "\n".join(lines)
 
 
 def transform(
@@ -275,6 +234,9 @@ def _transform_with_data(
         accuracy_before=accuracy_before,
         accuracy_after=dict(candidates).get(plan),
         rewards=tuple(history.reward),
+        history={
+            name: tuple(getattr(history, name)) for name in ("reward", "baseline", "entropy", "cost_ratio")
+        },
         message=message,
     )
     return _attach(result, report, verbose)

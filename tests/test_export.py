@@ -164,3 +164,22 @@ def test_failed_export_keeps_the_old_one(tmp_path: pathlib.Path, monkeypatch: py
     assert sorted(p.relative_to(target) for p in target.rglob("*")) == before
     assert json.loads((target / COST_FILE).read_text(encoding="utf-8"))["model"] == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_transformed_model_exports_its_own_report(tmp_path: pathlib.Path) -> None:
+    from conftest import policy_off_keep, small_resnet
+
+    from nat_keras.rebuild.export import REPORT_FILE
+    from nat_keras.report import TransformReport
+
+    source = small_resnet()
+    new = nat_keras.transform(source, policy=policy_off_keep(), verbose=0)
+    report = new.nat_report
+    assert report.plan.actions, "the stand-in policy changes edges"
+    result = export(new, tmp_path / "out")  # neither plan nor source passed
+    assert TransformPlan.load(result.plan_path) == report.plan
+    record = json.loads(result.cost_path.read_text(encoding="utf-8"))
+    assert record["source"] == {"model": source.name, "cost": report.cost_before.to_dict()}
+    assert record["ratio"] == report.cost_after.ratio(report.cost_before)
+    assert result.report_path == tmp_path / "out" / REPORT_FILE
+    assert TransformReport.load(result.report_path) == report

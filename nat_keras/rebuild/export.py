@@ -7,6 +7,7 @@ One directory holds everything needed to serve and to audit a NAT result:
     plan.json                          the TransformPlan (if one is given)
     cost.json                          params / MACs / adds of the model,
                                        and of the source model with ratios
+    report.json                        the TransformReport (models from `transform`)
 
 The SavedModel is written by Keras 3 `model.export(..., format="tf_saved_model")`
 and loads without nat_keras: `tf.saved_model.load(export_dir).serve(x)`.
@@ -36,9 +37,11 @@ from nat_keras.errors import NatKerasError
 from nat_keras.graph import cost, encode
 from nat_keras.graph.costs import Cost
 from nat_keras.plan import TransformPlan
+from nat_keras.report import TransformReport
 
 PLAN_FILE = "plan.json"
 COST_FILE = "cost.json"
+REPORT_FILE = "report.json"
 COST_FORMAT_VERSION = 1
 
 
@@ -52,6 +55,7 @@ class ExportResult:
       cost_path: path of cost.json.
       cost: params / MACs / adds of the exported model.
       source_cost: the same for the source model, or None when no source was given.
+      report_path: path of report.json, or None when the model has no `nat_report`.
     """
 
     export_dir: pathlib.Path
@@ -59,6 +63,7 @@ class ExportResult:
     cost_path: pathlib.Path
     cost: Cost
     source_cost: Cost | None = None
+    report_path: pathlib.Path | None = None
 
     @property
     def ratio(self) -> dict[str, float] | None:
@@ -86,8 +91,11 @@ def export(
         unless `overwrite` is True.
       plan: the TransformPlan that made `model`; saved as plan.json. When
         `source` is given too, the plan is checked against the source model.
+        None: the plan of the model's `nat_report` (what `transform` attaches),
+        if it has one.
       source: the model the plan was applied to; its cost and the ratios
-        exported / source go into cost.json.
+        exported / source go into cost.json. None: the source's cost from the
+        model's `nat_report`, if it has one.
       overwrite: replace a non-empty `export_dir` (all of its content).
 
     Returns:
@@ -100,22 +108,32 @@ def export(
         a tf.keras / Keras 2 model), so its cost is unknown.
       PlanError: `plan` was not made for `source`.
 
+    A model returned by `transform` also gets its whole `TransformReport` as
+    report.json (`TransformReport.load` reads it back).
+
     Example:
-      >>> result = nat_keras.export(new_model, "out/resnet20", plan=plan, source=model)
+      >>> result = nat_keras.export(new_model, "out/resnet20")   # plan and source cost from its report
       >>> served = tf.saved_model.load("out/resnet20").serve(images)
     """
     export_dir = pathlib.Path(export_dir)
     _check_target(export_dir, overwrite)
+    report = getattr(model, "nat_report", None)
+    if not isinstance(report, TransformReport):
+        report = None
+    if plan is None and report is not None:
+        plan = report.plan
 
     # Cost and plan checks come first: a model that cannot be costed, or a plan
     # that does not belong to the source, fails before anything is written.
     model_cost = cost(model)
-    source_cost = None
+    source_name, source_cost = None, None
     if source is not None:
         source_graph = encode(source)
-        source_cost = cost(source_graph)
+        source_name, source_cost = source.name, cost(source_graph)
         if plan is not None:
             plan.validate(source_graph)
+    elif report is not None:
+        source_name, source_cost = report.model_name, report.cost_before
 
     # Absolute, so that "." or "out/.." still have a real name and parent to
     # stage beside and rename.
@@ -126,8 +144,10 @@ def export(
         model.export(str(staging), format="tf_saved_model", verbose=False)
         if plan is not None:
             (staging / PLAN_FILE).write_text(plan.to_json(indent=2) + "\n", encoding="utf-8")
-        record = _cost_record(model, model_cost, source, source_cost, plan)
+        record = _cost_record(model, model_cost, source_name, source_cost, plan)
         (staging / COST_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        if report is not None:
+            report.save(staging / REPORT_FILE)
         _move_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -138,6 +158,7 @@ def export(
         cost_path=export_dir / COST_FILE,
         cost=model_cost,
         source_cost=source_cost,
+        report_path=export_dir / REPORT_FILE if report is not None else None,
     )
 
 
@@ -189,7 +210,7 @@ def _move_into_place(staging: pathlib.Path, export_dir: pathlib.Path) -> None:
 def _cost_record(
     model: keras.Model,
     model_cost: Cost,
-    source: keras.Model | None,
+    source_name: str | None,
     source_cost: Cost | None,
     plan: TransformPlan | None,
 ) -> dict[str, Any]:
@@ -203,7 +224,7 @@ def _cost_record(
         "ratio": None,
         "plan": PLAN_FILE if plan is not None else None,
     }
-    if source is not None and source_cost is not None:
-        record["source"] = {"model": source.name, "cost": source_cost.to_dict()}
+    if source_cost is not None:
+        record["source"] = {"model": source_name, "cost": source_cost.to_dict()}
         record["ratio"] = model_cost.ratio(source_cost)
     return record
