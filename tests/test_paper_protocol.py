@@ -1,0 +1,122 @@
+"""benchmarks/paper_protocol.py: the paper's protocol (docs/design.md, sections 2 and 8) at smoke scale.
+
+The end-to-end test runs `--preset=smoke` twice in a temporary run dir: the
+first run trains the search, derives DARTS and retrains both networks; the
+second must find everything cached (no search, no derive, no training) and
+write the same table. It needs Debian's Fashion-MNIST files and skips without
+them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import paper_protocol as pp  # noqa: E402
+
+from nat_keras.cells import PUBLISHED  # noqa: E402
+
+FASHION_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
+
+
+def test_each_input_gets_the_supernet_structure_it_needs():
+    assert pp.structure_of(PUBLISHED["DARTS"]) == (4, "full")
+    assert pp.structure_of(PUBLISHED["ENAS"]) == (5, "loose_end")
+    for name in ("ResBlock", "VGG", "Mobilenetv2"):
+        assert pp.structure_of(PUBLISHED[name]) == (4, "loose_end"), name
+
+
+def test_changes_and_agreement_with_the_published_transformation():
+    darts, nat_darts = PUBLISHED["DARTS"], PUBLISHED["NAT_DARTS"]
+    changes = pp.describe_changes(darts, nat_darts)
+    assert "normal/node1_edge0(from 0) sep_conv_3x3->skip_connect" in changes
+    assert pp.describe_changes(darts, darts) == "none (the input won)"
+    assert pp.published_agreement("DARTS", nat_darts, "nat") == "5/5"
+    assert pp.published_agreement("DARTS", darts, "nat") == "0/5"
+
+
+def test_summary_pairs_seeds_and_reports_the_spread():
+    row = {"input": "DARTS", "params": 10, "macs": 20, "train_seconds": 3.0}
+    rows = [
+        {**row, "variant": "original", "seed": 0, "test_accuracy": 0.80},
+        {**row, "variant": "original", "seed": 1, "test_accuracy": 0.82},
+        {**row, "variant": "transformed", "seed": 0, "test_accuracy": 0.85},
+        # seed 1 of the transformed network is unfinished: seed 1 must not enter the comparison
+    ]
+    settings = pp.PRESETS["smoke"].replace(seeds=(0, 1))
+    (line,) = pp.summarise(rows, {"DARTS": {"changes": "x", "structure": "full4"}}, settings, {"full4": 5.0})
+    assert line["seeds"] == "0"
+    assert line["original acc"] == "0.8000 (1 seed)"
+    assert line["delta"] == "0.0500 (1 seed)"
+    rows.append({**row, "variant": "transformed", "seed": 1, "test_accuracy": 0.86})
+    (line,) = pp.summarise(rows, {}, settings, {})
+    assert line["seeds"] == "0,1"
+    assert line["original acc"] == "0.8100 ± 0.0141 [0.8000-0.8200]"
+    assert set(line) == set(pp.TABLE_COLUMNS)
+
+
+def _run_smoke(run_dir: pathlib.Path) -> str:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "paper_protocol.py"),
+            "--preset=smoke",
+            f"--run_dir={run_dir}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_smoke_run_writes_the_table_and_a_rerun_skips_finished_rows(tmp_path):
+    run_dir = tmp_path / "pp"
+    first = _run_smoke(run_dir)
+    assert "DARTS original seed 0: trained" in first
+    assert "DARTS transformed seed 0: trained" in first
+    assert "3 parts computed this run" in first  # a derive and two networks
+
+    with (run_dir / "table.csv").open() as stream:
+        table = list(csv.DictReader(stream))
+    assert list(table[0]) == list(pp.TABLE_COLUMNS)
+    assert [line["input"] for line in table] == ["DARTS"]
+    assert table[0]["seeds"] == "0"
+    assert (run_dir / "table.md").read_text().count("| DARTS |") == 1
+    with (run_dir / "rows.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert sorted(r["variant"] for r in rows) == ["original", "transformed"]
+    for r in rows:
+        assert 0.0 <= float(r["test_accuracy"]) <= 1.0
+        assert int(r["params"]) > 0 and int(r["macs"]) > 0
+    # The trained search is kept: the policy (Policy.save) and its summary.
+    (search_dir,) = (run_dir / "search").iterdir()
+    assert (search_dir / "policy" / "policy.json").exists()
+    summary = json.loads((search_dir / "search.json").read_text())
+    assert summary["key"]["structure"] == "full4"
+    lines_before = (run_dir / "rows.jsonl").read_text()
+    derive_before = (run_dir / "derive" / "rows.jsonl").read_text()
+
+    second = _run_smoke(run_dir)
+    assert "0 parts computed this run" in second
+    assert "DARTS original seed 0: cached" in second
+    assert "DARTS transformed seed 0: cached" in second
+    assert "search full4" not in second  # the derive row is cached, so no supernet is even built
+    assert (run_dir / "rows.jsonl").read_text() == lines_before
+    assert (run_dir / "derive" / "rows.jsonl").read_text() == derive_before
+    with (run_dir / "table.csv").open() as stream:
+        assert list(csv.DictReader(stream)) == table
+    assert len((run_dir / "provenance.jsonl").read_text().splitlines()) == 2
