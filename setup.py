@@ -19,6 +19,8 @@ INSTALL_REQUIRES = [
     "tensorboard==2.21.0",
     "importlib_resources>=6",
     "scikit-learn>=1.4",
+    # Pictures of plans and searches (nat_keras.plots), drawn with the Agg backend.
+    "matplotlib>=3.8",
     "numpy>=1.26",
 ]
 

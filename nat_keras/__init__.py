@@ -36,6 +36,7 @@ from nat_keras.errors import (
 )
 from nat_keras.graph import ArchGraph, Budget, Cost, Edge, Node, cost, encode
 from nat_keras.plan import TransformPlan, plan_cost, sample_random_plan
+from nat_keras.plots import plot_history, plot_plan
 from nat_keras.rebuild import ExportResult, apply_plan, export, layers
 from nat_keras.report import TransformReport, format_graph, format_plan
 from nat_keras.transform import transform
@@ -99,6 +100,8 @@ __all__ = [
     "layers",
     "models",
     "plan_cost",
+    "plot_history",
+    "plot_plan",
     "recalibrate",
     "sample_random_plan",
     "train",
