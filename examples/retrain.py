@@ -4,9 +4,9 @@ The other half of a NAT comparison (docs/design.md section 8, "Same recipe"):
 train the source network and its transformed version with the same recipe,
 data and seed, then compare test accuracy, params and MACs.
 
---model is a reference network (`nat_keras.models.MODELS`), built for the
-dataset's image shape and classes, or a `.keras` file (loaded with
-safe_mode). --plan applies a `TransformPlan` (plan.json, e.g. from
+--model is a reference network (`nat_keras.models.MODELS`) or
+`keras.applications:<Name>`, built for the dataset's image shape and classes,
+or a `.keras` file (loaded with safe_mode). --plan applies a `TransformPlan` (plan.json, e.g. from
 `examples/transform.py`'s export) to that model first; the plan must have
 been made for it (same graph fingerprint). --init=scratch retrains from fresh
 weights (the paper's protocol), --init=inherited from the model's (after a
@@ -29,6 +29,7 @@ import nat_keras  # first: prepares the two Kerases (docs/design.md section 5)
 import keras
 from absl import app, flags, logging
 
+from nat_keras.errors import ConfigError
 from nat_keras.train import INITS, Recipe, train
 
 _MODEL = flags.DEFINE_string(
@@ -64,10 +65,14 @@ def _is_keras_file(value: str) -> bool:
 
 flags.register_validator(
     "model",
-    lambda value: value in nat_keras.models.MODELS or (_is_keras_file(value) and os.path.isfile(value)),
+    lambda value: (
+        value in nat_keras.models.MODELS
+        or value.startswith(nat_keras.models.APPLICATIONS_PREFIX)
+        or (_is_keras_file(value) and os.path.isfile(value))
+    ),
     message=(
-        f"--model must be a reference network ({', '.join(sorted(nat_keras.models.MODELS))}) or the path "
-        "of an existing .keras file."
+        f"--model must be a reference network ({', '.join(sorted(nat_keras.models.MODELS))}), "
+        "keras.applications:<Name>, or the path of an existing .keras file."
     ),
 )
 flags.register_validator(
@@ -81,33 +86,22 @@ flags.register_validator(
 
 
 def load_model(spec: str, splits: nat_keras.data.NatSplits) -> keras.Model:
-    """The --model network: built by name for the data, or loaded from a .keras file.
+    """The --model network (`nat_keras.models.load_model`), for the data's images and classes.
 
     Raises:
-      app.UsageError: a loaded model does not take the data's images or has
-        no output per class.
+      app.UsageError: an unknown model, or a loaded one that does not take
+        the data's images or has no output per class.
 
     Example:
       >>> load_model("resnet20", splits).output_shape
       (None, 10)
     """
-    if spec in nat_keras.models.MODELS:
-        return nat_keras.models.get_model(
+    try:
+        return nat_keras.models.load_model(
             spec, input_shape=splits.image_shape, num_classes=splits.num_classes
         )
-    model = keras.saving.load_model(spec, safe_mode=True)
-    wanted = (None, *splits.image_shape)
-    if tuple(model.input_shape) != wanted:
-        raise app.UsageError(
-            f"--model={spec} takes inputs of shape {model.input_shape}, but --dataset={_DATASET.value} gives "
-            f"{wanted}; pass --image_size to match, or a model made for this data."
-        )
-    if model.output_shape[-1] != splits.num_classes:
-        raise app.UsageError(
-            f"--model={spec} has {model.output_shape[-1]} outputs, but --dataset={_DATASET.value} has "
-            f"{splits.num_classes} classes."
-        )
-    return model
+    except ConfigError as error:
+        raise app.UsageError(f"--model={spec} with --dataset={_DATASET.value}: {error}") from error
 
 
 def apply_plan_file(model: keras.Model, path: str, spec: str) -> keras.Model:
