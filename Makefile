@@ -36,7 +36,7 @@ fashion_mnist:
 	fi
 
 demo: $(STAMP) fashion_mnist
-	$(PY) examples/transform.py --model=resnet20 --dataset=digits --pretrain_epochs=10 --search_epochs=10 --weight_steps=50 --policy_steps=10 --num_candidates=10 --fine_tune_epochs=1 --export_dir=out/demo
+	$(PY) examples/transform.py --model=resnet20 --dataset=digits --pretrain_epochs=10 --search_epochs=10 --weight_steps=50 --policy_steps=10 --num_candidates=10 --fine_tune_epochs=1 --output_dir=out/demo
 
 # Two workers: most of the suite is single-threaded Python (building models).
 test: $(STAMP) fashion_mnist
