@@ -38,21 +38,29 @@ every network so that original and transformed see the same data order.
 Presets (flags given on the command line override them):
 
 - smoke: 2-cell supernet and networks with C=8, 1 search epoch of 2 weight
-  steps and 1 policy step, 10 training batches, 1 epoch, 4 test batches,
-  DARTS only, seed 0; about a minute or two on 2 cores (tests use it).
+  steps and 1 policy step (2 plans), 10 training batches, 1 epoch, 4 test
+  batches, DARTS only, seed 0; 1.5-3 min on 2 shared cores, mostly the
+  first traces of the supernet (tests/test_paper_protocol.py runs it). With
+  2 cells both are reduction cells, so changes to the normal cell do not
+  show in the networks' costs.
 - cpu: 5-cell supernet with C=8 and 6 search epochs of 30 weight steps and 4
   policy steps (1 input x 4 plans); 5-cell networks with C=8, 2 epochs of 150
   batches of 64 (Recipe.cpu schedule), the full test split; inputs DARTS,
   ResBlock, VGG, Mobilenetv2, ENAS (in that order: the most informative
   first), seeds 0 and 1. On 2 shared cores about 8 min per search and 2-4
   min per network, about 1.5-2 h for everything.
-- gpu: the paper's scale (not run here): 8-cell supernet with C=20, 100
-  search epochs of a pass over the 40% (375 steps of 64) and 100 policy steps
-  (m=1, n=4 ... the paper's), 20-cell networks with C=36 and Recipe.gpu (600
-  epochs, no cutout, drop path or auxiliary head: see `Recipe`), every
+- gpu: the paper's scale (documented, not run here): the paper's 8-cell
+  supernet with C=20 and 100 search epochs, each a pass over the 40% (375
+  steps of 64) and 100 policy steps of 1 input x 4 plans (our choice of m,
+  n); 20-cell networks with C=36 (DARTS's CIFAR size) and Recipe.gpu (600
+  epochs; no cutout, drop path or auxiliary head, see `Recipe`); every
   input, seeds 0, 1, 2.
 
-  python benchmarks/paper_protocol.py --preset=smoke --run_dir=/tmp/pp
+`CellSupernet.extract` is never called (candidates are scored inside the
+supernet, networks built by `build_network`), so its "No such layer" failure
+on some loose-end ENAS cells cannot stop a run.
+
+  python benchmarks/paper_protocol.py --preset=smoke --run_dir=runs/bench/paper_protocol_smoke
   nohup python benchmarks/paper_protocol.py --preset=cpu > runs/bench/paper_protocol/log.txt 2>&1 &
 """
 
@@ -224,6 +232,9 @@ for _field in _INT_FIELDS:
     flags.DEFINE_integer(_field, None, f"Overrides the preset's {_field} (see Settings).")
 for _field in _FLOAT_FIELDS:
     flags.DEFINE_float(_field, None, f"Overrides the preset's {_field} (see Settings).")
+_TABLE_ONLY = flags.DEFINE_boolean(
+    "table_only", False, "Compute nothing: write the table of what the run dir holds for these settings."
+)
 _RECIPE = flags.DEFINE_enum("recipe", None, ["cpu", "gpu"], "Overrides the preset's Recipe preset.")
 
 
@@ -445,6 +456,22 @@ def train_network(settings: Settings, genotype: Genotype, seed: int) -> dict[str
     }
 
 
+def network_cost(settings: Settings, genotype: Genotype) -> tuple[int, int]:
+    """Params and MACs (one example) of the network of `genotype` at the run's size.
+
+    `nat_keras.cost` encodes the model, and a cell op (SepConv, ReLUConvBN,
+    ... each one composite Keras layer) is an opaque unit to the encoder, so
+    its MACs come out 0: only the stem and the classifier are counted. The
+    cell ops' own `count_macs` (the formulas of `cells.op_cost`) adds theirs.
+    """
+    model = build_network(genotype, channels=settings.net_channels, num_cells=settings.net_cells)
+    macs = nat_keras.cost(model).macs
+    for layer in model.layers:
+        if hasattr(layer, "count_macs"):
+            macs += int(layer.count_macs(tuple(layer.input.shape[1:]), tuple(layer.output.shape[1:])))
+    return model.count_params(), macs
+
+
 # -- the table -------------------------------------------------------------------
 
 
@@ -464,9 +491,18 @@ TABLE_COLUMNS = (
 )  # fmt: skip
 
 
-def summarise(rows: Sequence[Mapping[str, Any]], derived: Mapping[str, Mapping[str, Any]],
-              settings: Settings, search_seconds: Mapping[str, float]) -> list[dict[str, Any]]:  # fmt: skip
-    """One table line per input: accuracies over seeds, costs, changes, time per part."""
+def summarise(
+    rows: Sequence[Mapping[str, Any]],
+    derived: Mapping[str, Mapping[str, Any]],
+    settings: Settings,
+    search_seconds: Mapping[str, float],
+    costs: Mapping[str, Mapping[str, tuple[int, int]]] | None = None,
+) -> list[dict[str, Any]]:
+    """One table line per input: accuracies over seeds, costs, changes, time per part.
+
+    `costs` (input -> variant -> (params, MACs), from `network_cost`) replaces
+    the rows' own figures, whose MACs leave out the cell ops.
+    """
     lines = []
     for name in settings.inputs:
         mine = {v: [r for r in rows if r["input"] == name and r["variant"] == v] for v in VARIANTS}
@@ -477,6 +513,7 @@ def summarise(rows: Sequence[Mapping[str, Any]], derived: Mapping[str, Mapping[s
         acc = {v: [r["test_accuracy"] for r in mine[v] if r["seed"] in both] for v in VARIANTS}
         deltas = [t - o for o, t in zip(acc["original"], acc["transformed"])]
         cost = {v: (mine[v][0]["params"], mine[v][0]["macs"]) if mine[v] else ("-", "-") for v in VARIANTS}
+        cost.update((costs or {}).get(name, {}))
         info = derived.get(name, {})
         times = [r["train_seconds"] for v in VARIANTS for r in mine[v]]
         lines.append({
@@ -508,8 +545,11 @@ def markdown(lines: Sequence[Mapping[str, Any]]) -> str:
 # -- the run ---------------------------------------------------------------------
 
 
-def run(settings: Settings, run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Runs (or resumes) the whole protocol in `run_dir`; returns the table lines."""
+def run(settings: Settings, run_dir: str | os.PathLike, *, table_only: bool = False) -> list[dict[str, Any]]:
+    """Runs (or resumes) the whole protocol in `run_dir`; returns the table lines.
+
+    With `table_only`, nothing is computed: the table holds what is cached.
+    """
     run_dir = pathlib.Path(run_dir)
     rows_cache, derive_cache = RowCache(run_dir), RowCache(run_dir / "derive")
     save_provenance(run_dir)
@@ -527,6 +567,8 @@ def run(settings: Settings, run_dir: str | os.PathLike) -> list[dict[str, Any]]:
         search_dir = run_dir / "search" / f"{label}-{_digest(search_key)}"
         derive_key = settings.derive_key(name, label)
         cached = derive_cache.get(derive_key)
+        if cached is None and table_only:
+            continue
         if cached is None:
             if current is None or current[0] != search_dir.name:
                 current = None  # let the previous supernet go before building the next
@@ -564,6 +606,8 @@ def run(settings: Settings, run_dir: str | os.PathLike) -> list[dict[str, Any]]:
                     "recipe": settings.training(seed).to_dict(),
                 }
                 row = rows_cache.get(key)
+                if row is None and table_only:
+                    continue
                 if row is None:
                     row = rows_cache.put(key, train_network(settings, genotype, seed))
                     computed += 1
@@ -575,12 +619,21 @@ def run(settings: Settings, run_dir: str | os.PathLike) -> list[dict[str, Any]]:
                     f"{name} {variant} seed {seed}: {status}, test accuracy {row['test_accuracy']:.4f}, "
                     f"{row['params']:,} params, {row['macs']:,} MACs, {row['train_seconds']:.0f} s"
                 )
-    lines = summarise(rows, derived, settings, search_seconds)
+    costs = {
+        name: {
+            v: network_cost(settings, g)
+            for v, g in zip(VARIANTS, (PUBLISHED[name], Genotype.from_json(info["genotype"])))
+        }
+        for name, info in derived.items()
+    }
+    lines = summarise(rows, derived, settings, search_seconds, costs)
     table = markdown(lines)
     print(table)
     (run_dir / "table.md").write_text(
         "Fashion-MNIST, the paper's protocol (benchmarks/paper_protocol.py). Accuracy: test-split mean ± "
-        "sample std over seeds [min-max]; delta = transformed - original per seed.\n\n" + table + "\n"
+        "sample std over seeds [min-max]; delta = transformed - original per seed. Params and MACs per "
+        "example, cell ops included (network_cost; rows.csv's macs are nat_keras.cost's, without cell "
+        "ops).\n\n" + table + "\n"
     )
     write_csv(run_dir / "table.csv", lines)
     write_csv(run_dir / "rows.csv", rows)
@@ -591,7 +644,7 @@ def run(settings: Settings, run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)
-    run(settings_from_flags(), _RUN_DIR.value)
+    run(settings_from_flags(), _RUN_DIR.value, table_only=_TABLE_ONLY.value)
 
 
 if __name__ == "__main__":
