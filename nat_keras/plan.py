@@ -19,13 +19,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from nat_keras import ops
-from nat_keras.errors import PlanError
+from nat_keras.errors import BudgetError, PlanError
 from nat_keras.graph.arch_graph import (
     MERGE_CONCAT,
     MERGE_INPUT,
@@ -33,8 +33,9 @@ from nat_keras.graph.arch_graph import (
     MERGE_OTHER,
     PLACEHOLDER,
     ArchGraph,
+    Edge,
 )
-from nat_keras.graph.costs import Cost, adds, edge_cost_after
+from nat_keras.graph.costs import Budget, Cost, adds, edge_cost_after, graph_cost, minimum_cost
 
 PLAN_FORMAT_VERSION = 1
 
@@ -298,6 +299,81 @@ def repair(graph: ArchGraph, plan: TransformPlan) -> TransformPlan:
                 actions.pop(edge_id, None)
             live = _live_nodes(graph, actions)
     return dataclasses.replace(plan, actions=actions)
+
+
+def fit_to_budget(
+    graph: ArchGraph,
+    plan: TransformPlan,
+    budget: Budget,
+    *,
+    preference: Callable[[Edge, str], float] | None = None,
+) -> TransformPlan:
+    """`plan`, made cheaper one edge at a time until it meets `budget` (bounded, no resampling).
+
+    While the plan is over budget on params or MACs, one edge moves to a
+    cheaper legal action: the move with the largest `preference(edge,
+    action) * saving` on the dimension that is over, `saving` being what the
+    edge's own cost drops by. A move that `repair` undoes is not tried again.
+    Each move lowers a cost or is banned, so there are at most (edges x
+    actions) moves.
+
+    Args:
+      graph: the source architecture.
+      plan: a valid plan for it, in its action space.
+      budget: the target, relative to the source's cost.
+      preference: how much the caller wants `action` on `edge` (e.g. the
+        policy's probability); default 1 for every move (the largest saving
+        first).
+
+    Returns:
+      A valid plan within `budget`; `plan` itself if it already is.
+
+    Raises:
+      BudgetError: no plan in the action space meets `budget` (checked first
+        against `minimum_cost`), or the moves ran out.
+
+    Example:
+      >>> small = fit_to_budget(graph, plan, Budget(macs_ratio=0.5))
+      >>> Budget(macs_ratio=0.5).allows(plan_cost(graph, small), nat_keras.cost(graph))
+      True
+    """
+    reference = graph_cost(graph)
+    current = plan_cost(graph, plan)
+    if budget.allows(current, reference):
+        return plan
+    budget.check_reachable(minimum_cost(graph, plan.space), reference, what=f"Model {graph.name!r}")
+    preference = preference or (lambda edge, action: 1.0)
+    allowed = set(ops.ACTION_SPACES[plan.space])
+    limit = budget.limits(reference)
+    banned: set[tuple[str, str]] = set()
+    for _ in range(sum(len(e.actions) for e in graph.edges)):
+        over_params, over_macs = current.params > limit.params, current.macs > limit.macs
+        if not (over_params or over_macs):
+            return plan
+        best, best_score = None, 0.0
+        for edge in graph.transformable_edges():
+            action = plan.actions.get(edge.id, ops.KEEP)
+            now = edge_cost_after(edge, action)
+            for candidate in edge.actions:
+                after = edge_cost_after(edge, candidate) if candidate in allowed else None
+                if after is None or candidate == action or (edge.id, candidate) in banned:
+                    continue
+                saving = (now.params - after.params) * over_params + (now.macs - after.macs) * over_macs
+                score = preference(edge, candidate) * saving
+                if saving > 0 and score > best_score:
+                    best, best_score = (edge.id, candidate), score
+        if best is None:
+            break
+        moved = repair(graph, dataclasses.replace(plan, actions={**plan.actions, best[0]: best[1]}))
+        banned.add(best)
+        if moved.actions.get(best[0], ops.KEEP) == best[1]:  # repair kept the move
+            plan, current = moved, plan_cost(graph, moved)
+    if budget.allows(current, reference):
+        return plan
+    raise BudgetError(
+        f"No cheaper plan for {graph.name!r} was found within the budget (limit {limit.params:,} params / "
+        f"{limit.macs:,} MACs; the closest costs {current.params:,} / {current.macs:,}); loosen the budget."
+    )
 
 
 def _live_nodes(graph: ArchGraph, actions: Mapping[str, str]) -> set[str]:

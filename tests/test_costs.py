@@ -39,6 +39,9 @@ import pytest
 import tensorflow as tf
 
 import nat_keras
+from nat_keras.errors import ConfigError
+from nat_keras.graph.costs import minimum_cost
+from nat_keras.plan import fit_to_budget
 
 # Graph op types that carry a network's multiply-adds (see the module docstring).
 MAC_OP_TYPES = frozenset({"Conv2D", "DepthwiseConv2dNative", "MatMul"})
@@ -233,3 +236,29 @@ def test_dilated_conv_on_odd_map(layer: keras.layers.Layer, dilated_macs_per_pos
     assert padding_macs > 0
     assert profiler_macs(model, (7, 7, 6))[0] == nat_keras.cost(model).macs + padding_macs
     assert nat_keras.cost(model).params == model.count_params()
+
+
+def test_compact_budgets_are_validated_and_bounded():
+    reference = nat_keras.Cost(1000, 10_000)
+    assert nat_keras.Budget(macs_ratio=0.5).limits(reference) == nat_keras.Cost(1000, 5000)
+    assert nat_keras.Budget(params_ratio=0.75).limits(reference) == nat_keras.Cost(750, 10_100)
+    assert nat_keras.Budget(macs_ratio=0.5).is_compact and not nat_keras.Budget().is_compact
+    again = nat_keras.Budget.from_dict(nat_keras.Budget(macs_ratio=0.5).to_dict())
+    assert again == nat_keras.Budget(macs_ratio=0.5)
+    with pytest.raises(ConfigError, match="macs_ratio > 0"):
+        nat_keras.Budget(macs_ratio=0)
+    with pytest.raises(ConfigError, match="pass one of them"):
+        nat_keras.Budget(macs_ratio=0.5, macs_eps=0.1)
+
+
+def test_a_budget_below_the_protected_edges_is_refused_with_the_floor():
+    graph = nat_keras.encode(nat_keras.models.mobilenet_v2())
+    floor = minimum_cost(graph)
+    reference = nat_keras.cost(graph)
+    assert floor.macs < reference.macs and floor.params < reference.params
+    impossible = nat_keras.Budget(macs_ratio=0.9 * floor.macs / reference.macs)
+    with pytest.raises(nat_keras.BudgetError, match=f"alone cost {floor.params:,} / {floor.macs:,}"):
+        fit_to_budget(graph, nat_keras.TransformPlan.keep_all(graph), impossible)
+    possible = nat_keras.Budget(macs_ratio=0.5)
+    plan = fit_to_budget(graph, nat_keras.TransformPlan.keep_all(graph), possible)
+    assert possible.allows(nat_keras.plan_cost(graph, plan), reference)

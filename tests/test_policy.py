@@ -85,8 +85,18 @@ def test_sampled_plans_are_valid_and_within_budget(graph, policy):
     for plan in policy.sample_many(graph, 10, seed=0, budget=strict):
         plan.validate(graph)
         assert strict.allows(nat_keras.plan_cost(graph, plan), reference)
-    with pytest.raises(nat_keras.BudgetError, match="loosen the budget"):
+    with pytest.raises(nat_keras.BudgetError, match="No plan can meet it"):
         policy.sample(graph, seed=0, budget=nat_keras.Budget(params_ratio=0.01), max_tries=5)
+
+
+@pytest.mark.parametrize("budget", [nat_keras.Budget(macs_ratio=0.5), nat_keras.Budget(params_ratio=0.75)])
+def test_compact_budgets_are_met_without_endless_resampling(graph, policy, budget):
+    reference = nat_keras.cost(graph)
+    for greedy in (False, True):
+        for plan in policy.sample_many(graph, 5, seed=1, budget=budget, greedy=greedy, max_tries=2):
+            plan.validate(graph)
+            assert budget.allows(nat_keras.plan_cost(graph, plan), reference)
+            assert plan.actions  # the source itself is over a compact budget
 
 
 def test_save_and_load(graph, policy, tmp_path):

@@ -33,7 +33,8 @@ import nat_keras
 from nat_keras import ops
 from nat_keras.errors import PlanError
 from nat_keras.graph.arch_graph import ArchGraph
-from nat_keras.plan import repair, resolve
+from nat_keras.graph.costs import minimum_cost
+from nat_keras.plan import fit_to_budget, repair, resolve
 
 # NAT_PROPERTY_EXAMPLES=500 runs a longer bug hunt locally.
 MAX_EXAMPLES = int(os.environ.get("NAT_PROPERTY_EXAMPLES", "25"))
@@ -452,3 +453,34 @@ def test_skip_on_strided_edge_from_1x1_map() -> None:
     rebuilt = nat_keras.apply_plan(model, plan, graph=graph)
     assert rebuilt.count_params() == nat_keras.plan_cost(graph, plan).params
     assert np.all(np.isfinite(_predict(rebuilt, _batch(model))))
+
+
+@SETTINGS
+@given(
+    spec=model_specs,
+    seed=st.integers(0, 2**16),
+    params_ratio=st.sampled_from([0.3, 0.5, 0.75, 1.0]),
+    macs_ratio=st.sampled_from([None, 0.3, 0.5, 0.8]),
+    space=st.sampled_from(["nat", "nat++"]),
+)
+def test_compact_budgets_are_met_or_refused(
+    spec: ModelSpec, seed: int, params_ratio: float, macs_ratio: float | None, space: str
+) -> None:
+    """Every plan `fit_to_budget` returns meets the budget; it refuses only what it cannot meet."""
+    graph = nat_keras.encode(build_model(spec))
+    budget = nat_keras.Budget(params_ratio=params_ratio, macs_ratio=macs_ratio)
+    reference = nat_keras.cost(graph)
+    start = nat_keras.sample_random_plan(graph, seed, space=space)
+    try:
+        plan = fit_to_budget(graph, start, budget)
+    except nat_keras.BudgetError as error:
+        event(f"refused: {str(error)[:40]}")
+        if "No plan can meet it" in str(error):  # the floor itself is over: truly impossible
+            assert not budget.allows(minimum_cost(graph, space), reference)
+        return
+    event("met")
+    resolve(graph, plan)  # a valid network
+    assert plan.space == space
+    assert budget.allows(nat_keras.plan_cost(graph, plan), reference)
+    if budget.allows(nat_keras.plan_cost(graph, start), reference):
+        assert plan == start  # nothing to do: the plan is returned as it was

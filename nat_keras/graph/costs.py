@@ -53,31 +53,58 @@ class Cost:
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """The cost constraint c(alpha) <= c(beta) of NAT, made explicit.
+    """The cost constraint c(alpha) <= c(beta) of NAT, made explicit; or a compact target.
+
+    By default a plan may cost no more than its source (params) and 1% more
+    MACs: NAT's "at no extra cost". Ratios below 1 ask for a cheaper network:
+    `Budget(macs_ratio=0.5)` at most half the source's MACs,
+    `Budget(params_ratio=0.75)` at most three quarters of its params.
 
     Attributes:
       params_ratio: params(new) may be at most this times params(source).
-      macs_eps: MACs(new) may be at most (1 + macs_eps) times MACs(source).
+      macs_eps: MACs(new) may be at most (1 + macs_eps) times MACs(source);
+        used when `macs_ratio` is None.
+      macs_ratio: MACs(new) may be at most this times MACs(source); replaces
+        `macs_eps` (pass one of the two).
 
     Example:
       >>> Budget(macs_eps=0.0).allows(Cost(10, 100), Cost(10, 99))
       False
+      >>> Budget(macs_ratio=0.5).limits(Cost(10, 100)).macs
+      50
     """
 
     params_ratio: float = 1.0
     macs_eps: float = 0.01
+    macs_ratio: float | None = None
 
     def __post_init__(self):
-        if self.params_ratio <= 0 or self.macs_eps < 0:
+        if not self.params_ratio > 0 or not self.macs_eps >= 0:
             raise ConfigError(
                 f"Budget needs params_ratio > 0 and macs_eps >= 0, got {self.params_ratio}, {self.macs_eps}."
             )
+        if self.macs_ratio is not None:
+            if not self.macs_ratio > 0:
+                raise ConfigError(
+                    f"Budget needs macs_ratio > 0 (a fraction of the source's MACs), got {self.macs_ratio}."
+                )
+            if self.macs_eps != Budget.macs_eps:
+                raise ConfigError(
+                    f"Budget(macs_ratio={self.macs_ratio}, macs_eps={self.macs_eps}): both bound the MACs; "
+                    "pass one of them."
+                )
+
+    @property
+    def is_compact(self) -> bool:
+        """Whether the budget asks for less than the source costs."""
+        return self.params_ratio < 1.0 or (self.macs_ratio is not None and self.macs_ratio < 1.0)
 
     def limits(self, reference: Cost) -> Cost:
         """The largest allowed cost for a network whose source costs `reference`."""
+        macs_factor = (1.0 + self.macs_eps) if self.macs_ratio is None else self.macs_ratio
         return Cost(
             params=math.floor(reference.params * self.params_ratio),
-            macs=math.floor(reference.macs * (1.0 + self.macs_eps)),
+            macs=math.floor(reference.macs * macs_factor),
         )
 
     def allows(self, candidate: Cost, reference: Cost) -> bool:
@@ -92,7 +119,26 @@ class Budget:
                 f"{what} costs {candidate.params:,} params / {candidate.macs:,} MACs; the "
                 f"budget allows {limit.params:,} params / {limit.macs:,} MACs (source: "
                 f"{reference.params:,} / {reference.macs:,}). Choose a cheaper plan or "
-                "loosen the Budget (params_ratio, macs_eps)."
+                "loosen the Budget (params_ratio, macs_eps or macs_ratio)."
+            )
+
+    def check_reachable(self, floor: Cost, reference: Cost, *, what: str) -> None:
+        """Raise BudgetError if even the cheapest network of the plan space (`floor`) is over budget.
+
+        Args:
+          floor: the cost with every transformable edge at its cheapest legal
+            action (`minimum_cost`): what the protected edges and the nodes
+            cost alone.
+          reference: the source's cost.
+          what: names the model or graph in the message.
+        """
+        if not self.allows(floor, reference):
+            limit = self.limits(reference)
+            raise BudgetError(
+                f"{what}: the budget allows {limit.params:,} params / {limit.macs:,} MACs, but the "
+                f"protected edges (stem, head, shared or opaque layers) and the nodes alone cost "
+                f"{floor.params:,} / {floor.macs:,} (source: {reference.params:,} / {reference.macs:,}). "
+                "No plan can meet it: raise params_ratio / macs_ratio."
             )
 
     def to_dict(self) -> dict[str, float]:
@@ -276,6 +322,29 @@ def cell_op_cost(
 
 # ---------------------------------------------------------------------------
 # Whole networks (see also `nat_keras.cost` and `nat_keras.plan.plan_cost`).
+
+
+def minimum_cost(graph: ArchGraph, space: str = "nat++") -> Cost:
+    """A lower bound on what any plan for `graph` in `space` costs: every edge at its cheapest.
+
+    Protected edges and the nodes' layers keep their cost; each transformable
+    edge counts its cheapest legal action, params and MACs apart (so the
+    bound holds for both at once). A budget below it cannot be met.
+
+    Example:
+      >>> floor = minimum_cost(nat_keras.encode(model))
+      >>> floor.params <= nat_keras.cost(model).params
+      True
+    """
+    allowed = set(ops.ACTION_SPACES[space])
+    params = sum(node.params for node in graph.nodes)
+    macs = 0
+    for edge in graph.edges:
+        actions = [a for a in edge.actions if a in allowed] if edge.transformable else [ops.KEEP]
+        costs = [c for c in (edge_cost_after(edge, a) for a in actions or [ops.KEEP]) if c is not None]
+        params += min(c.params for c in costs)
+        macs += min(c.macs for c in costs)
+    return Cost(params, macs)
 
 
 def graph_cost(graph: ArchGraph) -> Cost:
