@@ -25,7 +25,7 @@ Flag groups (each has an example in the README):
   data:      --dataset, --data_dir, --download, --image_size, --batch_size
   policy:    --policy_dir, --fresh_policy, --space, --greedy, --num_candidates
   search:    --search_epochs, --weight_steps, --policy_steps, --samples, --run_dir
-  budget:    --params_ratio, --macs_eps
+  budget:    --params_ratio, --macs_eps or --macs_ratio (compact: e.g. --macs_ratio=0.5)
   compare:   --fine_tune_epochs
   strategy:  --strategy (default, mirrored, multi_worker from TF_CONFIG, tpu with --tpu)
   output:    --output_dir, --seed
@@ -86,6 +86,9 @@ _SAMPLES = flags.DEFINE_integer("samples", 4, "Plans sampled per policy step (n)
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "Checkpoints and TensorBoard logs (a rerun resumes).")
 _PARAMS_RATIO = flags.DEFINE_float("params_ratio", 1.0, "Budget: params at most this times the source's.")
 _MACS_EPS = flags.DEFINE_float("macs_eps", 0.01, "Budget: MACs at most (1 + this) times the source's.")
+_MACS_RATIO = flags.DEFINE_float(
+    "macs_ratio", None, "Budget: MACs at most this times the source's (e.g. 0.5; replaces --macs_eps)."
+)
 _FINE_TUNE = flags.DEFINE_integer(
     "fine_tune_epochs", 1, "Epochs of the same recipe for source and result before they are compared."
 )
@@ -149,6 +152,16 @@ def is_chief() -> bool:
     if "chief" in config.get("cluster", {}):
         return task.get("type") == "chief"
     return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+
+
+def budget() -> nat_keras.Budget:
+    """The budget flags as a Budget; a bad combination is a usage error."""
+    try:
+        if _MACS_RATIO.value is not None:
+            return nat_keras.Budget(params_ratio=_PARAMS_RATIO.value, macs_ratio=_MACS_RATIO.value)
+        return nat_keras.Budget(params_ratio=_PARAMS_RATIO.value, macs_eps=_MACS_EPS.value)
+    except ConfigError as error:
+        raise app.UsageError(f"--params_ratio / --macs_eps / --macs_ratio: {error}") from error
 
 
 def _policy() -> Policy:
@@ -266,7 +279,7 @@ def main(argv: list[str]) -> None:
         data=splits,
         policy=_policy(),
         space=_SPACE.value,
-        budget=nat_keras.Budget(params_ratio=_PARAMS_RATIO.value, macs_eps=_MACS_EPS.value),
+        budget=budget(),
         strategy=strategy,
         num_candidates=_CANDIDATES.value,
         greedy=_GREEDY.value,
