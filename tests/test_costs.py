@@ -39,6 +39,8 @@ import pytest
 import tensorflow as tf
 
 import nat_keras
+from nat_keras.cells.network import build_network
+from nat_keras.cells.published import PUBLISHED
 from nat_keras.errors import ConfigError
 from nat_keras.graph.costs import minimum_cost
 from nat_keras.plan import fit_to_budget
@@ -181,6 +183,17 @@ CASES: dict[str, tuple[Callable[[], keras.Model], tuple[int, ...], set[str]]] = 
     ),
     "transformed_resnet20": (_transformed_resnet20, (32, 32, 3), set(MAC_OP_TYPES)),
     "mixed": (_mixed, (16, 16, 8), set(MAC_OP_TYPES)),
+    # The cell ops are composite layers (SepConv, DilConv, FactorizedReduce, ...): their own count_macs.
+    "darts_cells": (
+        lambda: build_network(PUBLISHED["DARTS"], channels=8, num_cells=5),
+        (32, 32, 3),
+        {"Conv2D", "DepthwiseConv2dNative", "MatMul"},
+    ),
+    "enas_cells": (
+        lambda: build_network(PUBLISHED["ENAS"], channels=8, num_cells=5),
+        (32, 32, 3),
+        {"Conv2D", "DepthwiseConv2dNative", "MatMul"},
+    ),
 }
 
 

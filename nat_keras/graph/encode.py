@@ -213,6 +213,15 @@ class _Encoder:
             fields = primary_fields(unit.primary, shapes)
             if not unit.primary.first_call:
                 fields["primary_params"] = 0
+        else:
+            # Composite layers that know their own conv MACs (the cell ops of
+            # `nat_keras.cells.operations` have `count_macs`) count them; other
+            # opaque layers count none (docs/design.md section 4).
+            fields["macs"] = sum(
+                int(call.layer.count_macs(shapes[call.inputs[0]], shapes[call.outputs[0]]))
+                for call in unit.calls
+                if callable(getattr(call.layer, "count_macs", None)) and len(call.inputs) == 1
+            )
         notes = []
         if shared:
             notes.append(f"shared layer {shared[0]}")
