@@ -34,6 +34,7 @@ COLUMNS = {
     "score",
     "wide_score",
     "test_accuracy",
+    "test_accuracy_raw",
     "seconds",
 }
 
