@@ -26,7 +26,10 @@ _keras_env.prepare()
 import importlib
 from typing import Any
 
-from nat_keras import data, models
+# `train` is eager, and cheap: a model trained by the recipe is saved with the
+# recipe's optimizer (a registered nat_keras class), so `import nat_keras`
+# alone must let `keras.saving.load_model` read it back in a fresh process.
+from nat_keras import data, models, train
 from nat_keras._version import __version__
 from nat_keras.errors import (
     BudgetError,
@@ -39,6 +42,7 @@ from nat_keras.plan import TransformPlan, plan_cost, sample_random_plan
 from nat_keras.plots import plot_history, plot_plan
 from nat_keras.rebuild import ExportResult, apply_plan, export, layers
 from nat_keras.report import TransformReport, format_graph, format_plan
+from nat_keras.train import Recipe, TrainResult
 from nat_keras.transform import transform
 
 # Names whose modules pull in TF-GNN or the supernets: imported on first use,
@@ -49,10 +53,6 @@ _LAZY = {
     "SupernetConfig": ("nat_keras.supernet.trainer", "SupernetConfig"),
     "recalibrate": ("nat_keras.supernet.batchnorm", "recalibrate"),
     "batchnorm": ("nat_keras.supernet.batchnorm", None),
-    # The retraining recipe: `nat_keras.train.train(model, splits, nat_keras.Recipe.gpu())`.
-    "train": ("nat_keras.train", None),
-    "Recipe": ("nat_keras.train", "Recipe"),
-    "TrainResult": ("nat_keras.train", "TrainResult"),
 }
 
 

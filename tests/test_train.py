@@ -326,9 +326,18 @@ def test_retrain_example_applies_a_plan_and_writes_the_json(tmp_path):
     assert "'other'" in errors["plan"]
 
 
-def test_top_level_names_are_lazy_and_listed():
+def test_top_level_names_are_listed_and_a_trained_model_loads_in_a_fresh_process(tmp_path):
     import nat_keras.train as module
 
     assert nat_keras.Recipe is Recipe and nat_keras.TrainResult is module.TrainResult
     assert nat_keras.train is module and nat_keras.train.train is train
     assert {"Recipe", "TrainResult", "train"} <= set(nat_keras.__all__) & set(dir(nat_keras))
+    # The saved compile config names the recipe's optimizer: `import nat_keras` alone must register it.
+    model = nat_keras.models.resnet(depth=8, input_shape=(8, 8, 3), num_classes=3)
+    images = np.random.default_rng(0).uniform(size=(8, 8, 8, 3)).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices((images, np.arange(8) % 3)).batch(4)
+    result = train(model, data, Recipe.cpu(epochs=1, warmup_epochs=0.0), verbose=0)
+    result.model.save(tmp_path / "trained.keras")
+    code = f"import nat_keras, keras; keras.saving.load_model({str(tmp_path / 'trained.keras')!r})"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
