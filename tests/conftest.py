@@ -7,6 +7,7 @@ change weights or layers cannot leak into each other.
 """
 
 import os
+import socket
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -240,3 +241,18 @@ def colour_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     images[np.arange(n), :, :, labels] += 0.5
     labels = images.mean(axis=(1, 2)).argmax(axis=-1)
     return images, labels.astype("int64")
+
+
+# -- processes on localhost ----------------------------------------------------------
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports free on 127.0.0.1 right now (for the workers of a test cluster)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,7 +33,12 @@ from typing import Any
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import colour_data, randomize, tiny_resnet  # tests/ is on sys.path (pytest, _WORKER)
+from conftest import (  # tests/ is on sys.path (pytest, _WORKER)
+    colour_data,
+    free_ports,
+    randomize,
+    tiny_resnet,
+)
 
 from nat_keras.supernet import ModelSupernet
 from nat_keras.supernet.trainer import SupernetConfig, SupernetTrainer
@@ -358,21 +362,10 @@ def test_mirrored_with_source_model_built_outside_the_scope(mirrored):
 # -- (b) MultiWorkerMirroredStrategy, two workers on localhost ------------------------------
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 @pytest.fixture(scope="module")
 def multiworker(tmp_path_factory) -> tuple[list[dict[str, Any]], Path]:
     directory = tmp_path_factory.mktemp("multiworker")
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes = []
     for index in range(2):
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}

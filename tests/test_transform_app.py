@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
 import pytest
+from conftest import free_ports
 
 import nat_keras
 from nat_keras.report import TransformReport
@@ -133,19 +133,8 @@ def test_bad_models_are_usage_errors(tmp_path):
     assert tpu.returncode != 0 and "--strategy=tpu needs --tpu" in tpu.stderr
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("localhost", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def test_two_workers_on_localhost(user_model, tmp_path):
-    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     flags = [
         TRANSFORM,
         f"--model={user_model}",
