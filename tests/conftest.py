@@ -6,8 +6,11 @@ or without xdist). Each builds a fresh, small Keras 3 model, so tests that
 change weights or layers cannot leak into each other.
 """
 
+import importlib
 import os
+import pathlib
 import socket
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -256,3 +259,27 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+# -- benchmark scripts ---------------------------------------------------------------
+
+BENCHMARKS_DIR = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def import_benchmark(name: str):
+    """A benchmark script imported for its functions, its absl flags removed again.
+
+    Benchmarks are absl apps that define their flags on import, in the one
+    global FlagValues; two of them in one pytest process would define
+    `--preset` twice. Their tests call the functions and run the apps in
+    subprocesses, so the flags are not needed here.
+    """
+    from absl import flags
+
+    if str(BENCHMARKS_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS_DIR))
+    before = set(flags.FLAGS)
+    module = importlib.import_module(name)
+    for flag_name in set(flags.FLAGS) - before:
+        delattr(flags.FLAGS, flag_name)
+    return module

@@ -17,13 +17,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import import_benchmark
+
+from nat_keras.cells import PUBLISHED
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import paper_protocol as pp  # noqa: E402
-
-from nat_keras.cells import PUBLISHED  # noqa: E402
+pp = import_benchmark("paper_protocol")
 
 FASHION_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
 

@@ -8,7 +8,6 @@ Fashion-MNIST files, as `--preset=smoke` reads them (docs/design.md section 7).
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 import math
 import pathlib
@@ -16,11 +15,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import import_benchmark
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-# A benchmark script, not a package module: imported by path for its functions.
-rf = importlib.import_module("reward_fidelity")
+# A benchmark script, not a package module: imported for its functions.
+rf = import_benchmark("reward_fidelity")
 
 COLUMNS = {
     "plan",
