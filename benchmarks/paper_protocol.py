@@ -459,17 +459,12 @@ def train_network(settings: Settings, genotype: Genotype, seed: int) -> dict[str
 def network_cost(settings: Settings, genotype: Genotype) -> tuple[int, int]:
     """Params and MACs (one example) of the network of `genotype` at the run's size.
 
-    `nat_keras.cost` encodes the model, and a cell op (SepConv, ReLUConvBN,
-    ... each one composite Keras layer) is an opaque unit to the encoder, so
-    its MACs come out 0: only the stem and the classifier are counted. The
-    cell ops' own `count_macs` (the formulas of `cells.op_cost`) adds theirs.
+    `nat_keras.cost` counts the cell ops' convs through their own
+    `count_macs` (docs/design.md section 4), as TensorFlow's profiler does.
     """
     model = build_network(genotype, channels=settings.net_channels, num_cells=settings.net_cells)
-    macs = nat_keras.cost(model).macs
-    for layer in model.layers:
-        if hasattr(layer, "count_macs"):
-            macs += int(layer.count_macs(tuple(layer.input.shape[1:]), tuple(layer.output.shape[1:])))
-    return model.count_params(), macs
+    cost = nat_keras.cost(model)
+    return cost.params, cost.macs
 
 
 # -- the table -------------------------------------------------------------------
@@ -632,8 +627,7 @@ def run(settings: Settings, run_dir: str | os.PathLike, *, table_only: bool = Fa
     (run_dir / "table.md").write_text(
         "Fashion-MNIST, the paper's protocol (benchmarks/paper_protocol.py). Accuracy: test-split mean ± "
         "sample std over seeds [min-max]; delta = transformed - original per seed. Params and MACs per "
-        "example, cell ops included (network_cost; rows.csv's macs are nat_keras.cost's, without cell "
-        "ops).\n\n" + table + "\n"
+        "example (nat_keras.cost, cell ops included).\n\n" + table + "\n"
     )
     write_csv(run_dir / "table.csv", lines)
     write_csv(run_dir / "rows.csv", rows)
