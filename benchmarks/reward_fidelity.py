@@ -23,9 +23,8 @@ space, the one `nat_keras.transform(model, data=...)` searches:
    split) and, as a less noisy second opinion, on `--wide_score_batches`.
 4. Standalone: each plan is rebuilt with `apply_plan`; kept layers keep the
    source's weights and new layers (replacements, projections) take the
-   supernet's, as `transform` does (its `_inherit_new_layers`, restated
-   here). It is fine-tuned with `nat_keras.train.train(...,
-   Recipe(epochs=E, init="inherited", seed=s))` on the training split (peak
+   supernet's, by `transform`'s own `inherit_new_layers`. It is fine-tuned
+   with `nat_keras.train.train(..., Recipe(epochs=E, init="inherited", seed=s))` on the training split (peak
    `--learning_rate`, a 0.1-epoch warm-up, cosine to 0), its BN statistics
    are recalibrated on the supernet's calibration images (as `transform`
    does after fine-tuning) and it is measured on the test split; `train`'s
@@ -101,7 +100,6 @@ import numpy as np
 from absl import app, flags
 from scipy import stats
 
-from nat_keras import compat
 from nat_keras.objective import objective_of
 from nat_keras.plan import TransformPlan, plan_cost, sample_random_plan
 from nat_keras.rebuild.apply import apply_plan
@@ -110,6 +108,7 @@ from nat_keras.supernet import ModelSupernet
 from nat_keras.supernet.batchnorm import recalibrate
 from nat_keras.supernet.trainer import SupernetConfig, SupernetTrainer
 from nat_keras.train import Recipe, train
+from nat_keras.transform import inherit_new_layers
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from rows import RowCache, save_provenance, write_csv  # a sibling module, not a package
@@ -300,18 +299,6 @@ def plan_pool(graph: Any, config: Mapping[str, Any]) -> list[tuple[float, Transf
         seen.add(plan)
         pool.append((float(prob), plan))
     return pool
-
-
-def inherit_new_layers(result: keras.Model, extracted: keras.Model, source: keras.Model) -> None:
-    """Layers the source lacks take the supernet's weights (as `transform` does).
-
-    The same rule as `nat_keras.transform._inherit_new_layers`, restated so
-    that the benchmark does not import a private function.
-    """
-    source_names = {layer.name for layer in compat.all_layers(source)}
-    for layer in result.layers:
-        if layer.name not in source_names and layer.weights:
-            layer.set_weights(extracted.get_layer(layer.name).get_weights())
 
 
 def _plan_id(plan: TransformPlan) -> str:

@@ -208,7 +208,7 @@ def _transform_with_data(
     arch = supernet.plan_to_arch(plan)
     with strategy.scope():
         result = apply_plan(model, plan, graph=graph, check_budget=budget)
-        _inherit_new_layers(result, supernet.extract(arch), model)
+        inherit_new_layers(result, supernet.extract(arch), model)
     if fine_tune_epochs:
         with strategy.scope():
             _compile_like(result, model, objective)
@@ -303,12 +303,16 @@ def _compiled_metrics(model: keras.Model) -> Any:
     return metrics
 
 
-def _inherit_new_layers(result: keras.Model, extracted: keras.Model, source: keras.Model) -> None:
+def inherit_new_layers(result: keras.Model, extracted: keras.Model, source: keras.Model) -> None:
     """Layers the source lacks (replacements, projections) take the supernet's weights.
 
     The rebuilt model is flat, so a layer of a nested block of the source
     sits at its top level: compare with every layer of the source, nested
     ones included, or kept nested layers would lose the user's weights.
+
+    Example:
+      >>> rebuilt = nat_keras.apply_plan(model, plan)
+      >>> inherit_new_layers(rebuilt, supernet.extract(supernet.plan_to_arch(plan)), model)
     """
     source_names = {layer.name for layer in compat.all_layers(source)}
     for layer in result.layers:
