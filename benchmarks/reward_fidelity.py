@@ -24,7 +24,8 @@ space, the one `nat_keras.transform(model, data=...)` searches:
 4. Standalone: each plan is rebuilt with `apply_plan`; kept layers keep the
    source's weights and new layers (replacements, projections) take the
    supernet's, by `transform`'s own `inherit_new_layers`. It is fine-tuned
-   with `nat_keras.train.train(..., Recipe(epochs=E, init="inherited", seed=s))` on the training split (peak
+   with `nat_keras.train.train(..., Recipe(epochs=E, init="inherited",
+   seed=s))` on the training split (peak
    `--learning_rate`, a 0.1-epoch warm-up, cosine to 0), its BN statistics
    are recalibrated on the supernet's calibration images (as `transform`
    does after fine-tuning) and it is measured on the test split; `train`'s
