@@ -145,7 +145,11 @@ class TransformReport:
         the chosen plan on held-out data (None without data).
       rewards: mean policy reward per search epoch (empty without data).
       history: the search's per-epoch means (`reward`, `baseline`, `entropy`,
-        `cost_ratio`: lists, one value per epoch); empty without data.
+        `cost_ratio`: lists, one value per epoch); empty without data and
+        for the baselines.
+      method: how the plan was chosen ("nat" or a baseline of
+        `nat_keras.search.baselines.METHODS`).
+      evaluations: supernet evaluations spent choosing it (0 without data).
       message: a one-line summary.
 
     Example:
@@ -164,6 +168,8 @@ class TransformReport:
     accuracy_after: float | None = None
     rewards: tuple[float, ...] = ()
     history: Mapping[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
+    method: str = "nat"
+    evaluations: int = 0
     message: str = ""
 
     def __str__(self) -> str:
@@ -193,6 +199,8 @@ class TransformReport:
             "candidates": [{"plan": p.to_dict(), "score": float(s)} for p, s in self.candidates],
             "rewards": [float(r) for r in self.rewards],
             "history": {name: [float(v) for v in values] for name, values in self.history.items()},
+            "method": self.method,
+            "evaluations": int(self.evaluations),
             "graph": self.graph.to_dict(),
         }
 
@@ -219,6 +227,8 @@ class TransformReport:
                 accuracy_after=data.get("accuracy_after"),
                 rewards=tuple(float(r) for r in data.get("rewards", ())),
                 history={name: tuple(values) for name, values in data.get("history", {}).items()},
+                method=data.get("method", "nat"),
+                evaluations=int(data.get("evaluations", 0)),
                 message=data.get("message", ""),
             )
         except KeyError as missing:

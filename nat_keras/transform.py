@@ -51,6 +51,7 @@ def transform(
     strategy: tf.distribute.Strategy | None = None,
     num_candidates: int = 10,
     greedy: bool = False,
+    method: str = "nat",
     seed: int | None = None,
     search_config: Any = None,
     supernet_config: Any = None,
@@ -80,6 +81,13 @@ def transform(
         source itself is scored too and kept when no plan beats it.
       greedy: decode the policy's most likely plan instead of sampling
         `num_candidates` (with data it still competes with the source).
+      method: how the plan is chosen (with data): "nat" (the policy, learned
+        by REINFORCE), or a baseline over the same plan space, budget,
+        supernet and number of supernet evaluations (`nat_keras.search.
+        baselines`): "random" (random search), "large_edge" (keep the edges
+        with the largest weights), "tuner_random" / "tuner_bayesian"
+        (keras-tuner's RandomSearch / BayesianOptimization oracles). The
+        baselines ignore `policy` and `greedy`.
       seed: seeds the data split, the search and the candidates' sampling;
         None: `search_config.seed` when a config is passed, else 0. A seed
         that contradicts the passed config's raises ConfigError.
@@ -101,9 +109,19 @@ def transform(
       The transformed keras.Model, with the TransformReport as `.nat_report`.
     """
     from nat_keras.policy import Policy, default_policy
+    from nat_keras.search.baselines import METHODS
 
     budget = budget or Budget()
     seed = _resolve_seed(model.name, seed, search_config)
+    if method not in METHODS:
+        raise ConfigError(
+            f"transform({model.name!r}): unknown method {method!r}; choose one of {', '.join(METHODS)}."
+        )
+    if method != "nat" and data is None:
+        raise ConfigError(
+            f"transform({model.name!r}, method={method!r}): the baselines search with the supernet, so they "
+            "need data=...; without data only the policy (method='nat') can decode a plan."
+        )
     strategy = strategy or tf.distribute.get_strategy()
     graph = encode(model)
     if policy is None:
@@ -147,6 +165,7 @@ def transform(
         "strategy": strategy,
         "num_candidates": num_candidates,
         "greedy": greedy,
+        "method": method,
         "seed": seed,
         "search_config": search_config,
         "supernet_config": supernet_config,
@@ -159,11 +178,12 @@ def transform(
 
 def _transform_with_data(
     model: keras.Model, graph: ArchGraph, data: Any, policy: Any, *, space: str, budget: Budget,
-    strategy: tf.distribute.Strategy, num_candidates: int, greedy: bool, seed: int, search_config: Any,
-    supernet_config: Any, fine_tune_epochs: int, directory: str | None, verbose: int,
+    strategy: tf.distribute.Strategy, num_candidates: int, greedy: bool, method: str, seed: int,
+    search_config: Any, supernet_config: Any, fine_tune_epochs: int, directory: str | None, verbose: int,
 ) -> keras.Model:  # fmt: skip
     """The data path of `transform` (see its docstring)."""
     from nat_keras.search import NATSearch, SearchConfig, SupernetEnvironment, derive
+    from nat_keras.search.baselines import edge_magnitudes, run_method
     from nat_keras.supernet import ModelSupernet
     from nat_keras.supernet.trainer import SupernetTrainer
 
@@ -191,17 +211,30 @@ def _transform_with_data(
         supernet, weights_data=weights_data, reward_data=reward_data, trainer=trainer
     )
     search_config = search_config or SearchConfig(epochs=10, weight_steps=50, policy_steps=20, seed=seed)
-    search = NATSearch(
-        environment,
-        policy,
-        config=search_config,
-        directory=None if directory is None else os.path.join(directory, "search"),
-    )
-    history = search.run(verbose=verbose)
-    plan, candidates = derive(
-        environment, policy, graph, num_candidates=num_candidates, greedy=greedy, seed=seed, budget=budget
-    )
-    keep = TransformPlan.keep_all(graph, space=policy.space)
+    search_directory = None if directory is None else os.path.join(directory, "search")
+    if method == "nat":
+        search = NATSearch(environment, policy, config=search_config, directory=search_directory)
+        history = search.run(verbose=verbose)
+        plan, candidates = derive(
+            environment, policy, graph, num_candidates=num_candidates, greedy=greedy, seed=seed, budget=budget
+        )
+        evaluations = history.evaluations + len(candidates)
+        names = ("reward", "baseline", "entropy", "cost_ratio")
+        per_epoch = {name: tuple(getattr(history, name)) for name in names}
+        how = "the policy's greedy plan" if greedy else f"the best of {num_candidates} searched plans"
+    else:
+        magnitudes = None
+        if method == "large_edge":
+            environment.train_weights(search_config.epochs * search_config.weight_steps, verbose=verbose)
+            keep_arch = supernet.arch_of(graph, TransformPlan.keep_all(graph, space=space))
+            magnitudes = edge_magnitudes(supernet.extract(keep_arch), graph)
+        result = run_method(
+            method, environment, graph, config=search_config, magnitudes=magnitudes, budget=budget,
+            space=space, num_candidates=num_candidates, directory=search_directory, verbose=verbose,
+        )  # fmt: skip
+        plan, candidates, evaluations, per_epoch = result.plan, result.candidates, result.evaluations, {}
+        how = f"the best plan of the {method!r} baseline"
+    keep = TransformPlan.keep_all(graph, space=space)
     accuracy_before = dict(candidates).get(keep)
     if accuracy_before is None:
         accuracy_before = environment.score(graph, keep)
@@ -220,7 +253,6 @@ def _transform_with_data(
         with strategy.scope():
             recalibrate(result, environment.calibration)
     before, after = cost(graph), plan_cost(graph, plan)
-    how = "the policy's greedy plan" if greedy else f"the best of {num_candidates} searched plans"
     if not plan.actions:
         how += " (no plan scored above the source on held-out data, so its architecture is kept)"
     message = _summary(model.name, plan, graph, before, after, how)
@@ -233,10 +265,10 @@ def _transform_with_data(
         candidates=tuple(candidates),
         accuracy_before=accuracy_before,
         accuracy_after=dict(candidates).get(plan),
-        rewards=tuple(history.reward),
-        history={
-            name: tuple(getattr(history, name)) for name in ("reward", "baseline", "entropy", "cost_ratio")
-        },
+        rewards=per_epoch.get("reward", ()),
+        history=per_epoch,
+        method=method,
+        evaluations=evaluations,
         message=message,
     )
     return _attach(result, report, verbose)

@@ -281,9 +281,33 @@ def derive(
         candidates = [policy.sample(graph, greedy=True, budget=budget)]
     else:
         candidates = policy.sample_many(graph, num_candidates, seed=seed, budget=budget)
+    return choose(
+        environment, graph, candidates, budget=budget, space=policy.space, include_input=include_input
+    )
+
+
+def choose(
+    environment: Environment,
+    graph: ArchGraph,
+    candidates: list[TransformPlan],
+    *,
+    budget: Any = None,
+    space: str = "nat++",
+    include_input: bool = True,
+) -> tuple[TransformPlan, list[tuple[TransformPlan, float]]]:
+    """The best of `candidates` by `environment.score`; NAT's `derive` and the baselines end here.
+
+    With `include_input`, the keep-all plan competes first (when `budget`
+    allows it) and wins ties, so no search returns a worse-scoring network
+    than its input. Repeated plans are scored once.
+
+    Example:
+      >>> plan, scored = choose(env, graph, plans, budget=Budget())
+    """
     source = cost(graph)
+    candidates = list(candidates)
     if include_input and (budget or Budget()).allows(source, source):
-        candidates.insert(0, TransformPlan.keep_all(graph, space=policy.space))
+        candidates.insert(0, TransformPlan.keep_all(graph, space=space))
     unique = list(dict.fromkeys(candidates))  # sampled plans often repeat
     # A stable sort: among equal scores the earlier candidate (the input) stays first.
     scored = sorted(((p, environment.score(graph, p)) for p in unique), key=lambda pair: -pair[1])
