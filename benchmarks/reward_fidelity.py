@@ -61,7 +61,7 @@ always use `--seed`'s splits.
 
 Presets (any flag given overrides its preset value):
 
-- `smoke`: 512 training images, 256 test images, 5 supernet steps, 3 plans
+- `smoke`: ResNet-8, 512 training images, 256 test images, 5 supernet steps, 3 plans
   and the keep-all plan again with a second seed, 1 epoch (used by
   tests/test_reward_fidelity.py). Under a minute of training steps, but
   graph tracing dominates: about 4 minutes on the development machine's 2
@@ -116,6 +116,7 @@ from rows import RowCache, save_provenance, write_csv  # a sibling module, not a
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
+        "model": "resnet8",
         "train_examples": 512,
         "test_examples": 256,
         "source_epochs": 1,
@@ -127,6 +128,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "wide_score_batches": 4,
     },
     "cpu": {
+        "model": "resnet20",
         "train_examples": 12_000,
         "test_examples": 5_000,
         "source_epochs": 4,
@@ -138,6 +140,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "wide_score_batches": 16,
     },
     "gpu": {
+        "model": "resnet20",
         "train_examples": 0,
         "test_examples": 0,
         "source_epochs": 30,
@@ -151,7 +154,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 _PRESET = flags.DEFINE_enum("preset", "cpu", sorted(PRESETS), "Settings to start from; flags override them.")
-_MODEL = flags.DEFINE_string("model", "resnet20", "Reference network (a key of nat_keras.models.MODELS).")
+_MODEL = flags.DEFINE_string("model", None, "Reference network (a key of nat_keras.models.MODELS).")
 _DATASET = flags.DEFINE_string("dataset", "fashion_mnist", "Dataset for load_splits.")
 _RUN_DIR = flags.DEFINE_string("run_dir", "runs/bench/reward_fidelity", "Cache, models and reports.")
 _TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", None, "Training images used (0: all).")
@@ -191,11 +194,11 @@ def settings() -> dict[str, Any]:
         "seeds": _SEEDS,
         "noise_plans": _NOISE_PLANS,
         "wide_score_batches": _WIDE,
+        "model": _MODEL,
     }.items():
         if flag.value is not None:
             values[name] = flag.value
     values.update(
-        model=_MODEL.value,
         dataset=_DATASET.value,
         batch_size=_BATCH.value,
         learning_rate=_LR.value,

@@ -11,17 +11,19 @@ from nat_keras.models import (
     get_model,
     mobilenet_v2,
     resnet,
+    resnet8,
     resnet20,
     resnet56,
     vgg16,
 )
 
-NAMES = ("vgg16", "resnet20", "resnet56", "mobilenet_v2")
+NAMES = ("vgg16", "resnet8", "resnet20", "resnet56", "mobilenet_v2")
 
 # count_params() for 10 classes on (32, 32, 3): includes the non-trainable
 # BatchNormalization moving statistics.
 EXPECTED_PARAMS = {
     "vgg16": 14_732_490,
+    "resnet8": 78_714,
     "resnet20": 274_042,
     "resnet56": 860_026,
     "mobilenet_v2": 2_270_794,
@@ -29,6 +31,7 @@ EXPECTED_PARAMS = {
 # Trainable parameters for 10 classes.
 EXPECTED_TRAINABLE = {
     "vgg16": 14_724_042,
+    "resnet8": 78_042,
     "resnet20": 272_474,
     "resnet56": 855_770,
     "mobilenet_v2": 2_236_682,
@@ -36,6 +39,7 @@ EXPECTED_TRAINABLE = {
 # The rough sizes quoted for these networks.
 NOMINAL_PARAMS = {
     "vgg16": 14.7e6,
+    "resnet8": 0.078e6,
     "resnet20": 0.27e6,
     "resnet56": 0.85e6,
     "mobilenet_v2": 2.2e6,
@@ -55,6 +59,7 @@ def named_model(request: pytest.FixtureRequest) -> tuple[str, keras.Model]:
 def test_registry() -> None:
     assert set(MODELS) == set(NAMES)
     assert MODELS["vgg16"] is vgg16
+    assert MODELS["resnet8"] is resnet8
     assert MODELS["resnet20"] is resnet20
     assert MODELS["resnet56"] is resnet56
     assert MODELS["mobilenet_v2"] is mobilenet_v2

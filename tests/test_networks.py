@@ -1,9 +1,10 @@
 """Encode + apply_plan on real networks: the paper's CIFAR set and keras.applications.
 
-For every network: the keep-all plan reproduces predictions exactly, and 20
+For every network: the keep-all plan reproduces predictions exactly, and 10
 random legal plans each rebuild a model that runs, keeps input / output
-shapes, costs what `plan_cost` predicted, respects the default Budget and
-survives a `.keras` save / load.
+shapes, costs what `plan_cost` predicted and respects the default Budget;
+the first 3 (both action spaces) also survive a `.keras` save / load, which
+costs twice the rebuild and exercises the same serialisation every time.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from conftest import policy_off_keep
 import nat_keras
 from nat_keras.policy import Policy, from_graph_tensor, to_graph_tensor
 
-NUM_RANDOM_PLANS = 20
+NUM_RANDOM_PLANS = 10
+NUM_SAVED_PLANS = 3
 
 
 def _application(name: str) -> keras.Model:
@@ -91,11 +93,12 @@ def test_random_legal_plans_rebuild_run_and_save(name, tmp_path):
 
         y = np.asarray(rebuilt(x))
         assert y.shape == (2, 10) and np.isfinite(y).all()
-        path = tmp_path / f"{seed}.keras"
-        rebuilt.save(path)
-        reloaded = keras.models.load_model(path)
-        np.testing.assert_allclose(np.asarray(reloaded(x)), y, rtol=1e-5, atol=1e-5)
-        path.unlink()
+        if seed < NUM_SAVED_PLANS:
+            path = tmp_path / f"{seed}.keras"
+            rebuilt.save(path)
+            reloaded = keras.models.load_model(path)
+            np.testing.assert_allclose(np.asarray(reloaded(x)), y, rtol=1e-5, atol=1e-5)
+            path.unlink()
         keras.backend.clear_session(free_memory=False)
 
 

@@ -22,7 +22,7 @@ import keras
 
 from nat_keras.errors import ConfigError, UnsupportedModelError
 from nat_keras.models.mobilenet_v2 import mobilenet_v2
-from nat_keras.models.resnet import resnet, resnet20, resnet56
+from nat_keras.models.resnet import resnet, resnet8, resnet20, resnet56
 from nat_keras.models.vgg import vgg16
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "load_model",
     "mobilenet_v2",
     "resnet",
+    "resnet8",
     "resnet20",
     "resnet56",
     "vgg16",
@@ -39,6 +40,7 @@ __all__ = [
 
 MODELS: dict[str, Callable[..., keras.Model]] = {
     "vgg16": vgg16,
+    "resnet8": resnet8,
     "resnet20": resnet20,
     "resnet56": resnet56,
     "mobilenet_v2": mobilenet_v2,
@@ -49,7 +51,7 @@ def get_model(name: str, /, **kwargs: Any) -> keras.Model:
     """Builds a reference network by name.
 
     Args:
-      name: one of the keys of `MODELS` ("vgg16", "resnet20", "resnet56",
+      name: one of the keys of `MODELS` ("vgg16", "resnet8", "resnet20", "resnet56",
         "mobilenet_v2"); positional-only, so that `name=` in `kwargs` names
         the model.
       **kwargs: keyword options passed on to the factory (`input_shape`,

@@ -111,6 +111,40 @@ def resnet(
     return keras.Model(inputs, outputs, name=name or f"resnet{depth}")
 
 
+def resnet8(
+    *,
+    input_shape: tuple[int | None, ...] = (32, 32, 3),
+    num_classes: int = 10,
+    name: str = "resnet8",
+    weight_decay: float | None = None,
+) -> keras.Model:
+    """Builds the CIFAR ResNet-8 (1 block per stage, about 78K parameters).
+
+    The smallest of the family: what smoke runs of the benchmarks and quick
+    experiments use, where ResNet-20's graph tracing would dominate.
+
+    Args:
+      input_shape: shape of one image, channels last.
+      num_classes: number of output units.
+      name: name of the returned model.
+      weight_decay: optional L2 factor on convolution and Dense kernels.
+
+    Returns:
+      A functional `keras.Model` that outputs raw logits (no softmax).
+
+    Example:
+      >>> resnet8().count_params()
+      78714
+    """
+    return resnet(
+        depth=8,
+        input_shape=input_shape,
+        num_classes=num_classes,
+        name=name,
+        weight_decay=weight_decay,
+    )
+
+
 def resnet20(
     *,
     input_shape: tuple[int | None, ...] = (32, 32, 3),
