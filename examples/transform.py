@@ -22,9 +22,9 @@ The main job of nat_keras as an absl app:
 
 Flag groups (each has an example in the README):
   model:     --model, --pretrain_epochs
-  data:      --dataset, --data_dir, --download, --image_size, --batch_size
+  data:      --dataset, --data_dir, --download, --image_size, --batch_size, --train_examples
   policy:    --policy_dir, --fresh_policy, --space, --greedy, --num_candidates
-  search:    --search_epochs, --weight_steps, --policy_steps, --samples, --run_dir
+  search:    --method, --search_epochs, --weight_steps, --policy_steps, --samples, --run_dir
   budget:    --params_ratio, --macs_eps or --macs_ratio (compact: e.g. --macs_ratio=0.5)
   compare:   --fine_tune_epochs
   strategy:  --strategy (default, mirrored, multi_worker from TF_CONFIG, tpu with --tpu)
@@ -55,6 +55,7 @@ from nat_keras.errors import ConfigError, NatKerasError
 from nat_keras.objective import objective_of
 from nat_keras.policy import Policy, ReinforceConfig, default_policy
 from nat_keras.search import SearchConfig
+from nat_keras.search.baselines import METHODS
 from nat_keras.supernet.batchnorm import calibration_images
 from nat_keras.train import INHERITED, SCRATCH, Recipe, train
 
@@ -74,11 +75,17 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory, or the F
 _DOWNLOAD = flags.DEFINE_bool("download", False, "Let TFDS download a dataset that is not prepared.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "Image height and width (default: the dataset's).")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Batch size (the paper: 64).")
+_TRAIN_EXAMPLES = flags.DEFINE_integer(
+    "train_examples", None, "Use a seeded subset of this many training examples (default: all)."
+)
 _POLICY_DIR = flags.DEFINE_string("policy_dir", None, "A saved Policy (Policy.save) to start from.")
 _FRESH_POLICY = flags.DEFINE_bool("fresh_policy", False, "Start from a random policy, not the default one.")
 _SPACE = flags.DEFINE_enum("space", "nat++", ["nat", "nat++"], "Action space.")
 _GREEDY = flags.DEFINE_bool("greedy", False, "Score the policy's most likely plan instead of sampling.")
 _CANDIDATES = flags.DEFINE_integer("num_candidates", 10, "Plans scored at the end (the paper: 10).")
+_METHOD = flags.DEFINE_enum(
+    "method", "nat", list(METHODS), "How the plan is chosen: NAT's policy, or a baseline at its budget."
+)
 _EPOCHS = flags.DEFINE_integer("search_epochs", 10, "Alternations of supernet and policy passes.")
 _WEIGHT_STEPS = flags.DEFINE_integer("weight_steps", 20, "Supernet weight steps per search epoch.")
 _POLICY_STEPS = flags.DEFINE_integer("policy_steps", 10, "Policy steps per search epoch.")
@@ -187,8 +194,9 @@ def test_accuracy(model: keras.Model, dataset: tf.data.Dataset) -> float:
 def load_data() -> Any:
     """The --dataset's splits. Each call starts the seeded pipelines afresh: the same batches again."""
     options = {"batch_size": _BATCH.value, "data_dir": _DATA_DIR.value, "download": _DOWNLOAD.value}
-    if _IMAGE_SIZE.value is not None:
-        options["image_size"] = _IMAGE_SIZE.value
+    for name, flag in (("image_size", _IMAGE_SIZE), ("train_examples", _TRAIN_EXAMPLES)):
+        if flag.value is not None:
+            options[name] = flag.value
     return nat_keras.data.load_splits(_DATASET.value, seed=_SEED.value, **options)
 
 
@@ -283,6 +291,7 @@ def main(argv: list[str]) -> None:
         strategy=strategy,
         num_candidates=_CANDIDATES.value,
         greedy=_GREEDY.value,
+        method=_METHOD.value,
         seed=_SEED.value,
         search_config=config,
         directory=_RUN_DIR.value,

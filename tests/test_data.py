@@ -90,6 +90,27 @@ def test_digits_are_deterministic_for_a_seed_and_differ_across_seeds():
     assert first.num_weights_examples == other.num_weights_examples
 
 
+def test_train_examples_takes_a_seeded_subset_and_leaves_the_test_split_whole():
+    full = data.load_splits("digits", augment=False)
+    small = data.load_splits("digits", augment=False, train_examples=300)
+    assert (small.num_weights_examples, small.num_policy_examples) == (120, 180)
+    train = _fingerprints(_collect(small.train)[0])
+    assert len(train) == 300 and train < _fingerprints(_collect(full.train)[0])
+    weights, policy = (_fingerprints(_collect(getattr(small, p))[0]) for p in ("weights", "policy"))
+    assert not weights & policy and weights | policy == train
+    assert small.num_test_examples == full.num_test_examples
+    again = data.load_splits("digits", augment=False, train_examples=300)
+    other = data.load_splits("digits", augment=False, train_examples=300, seed=1)
+    assert _fingerprints(_collect(again.train)[0]) == train != _fingerprints(_collect(other.train)[0])
+
+
+def test_tfds_train_examples_takes_the_first_examples():
+    with mocked_tfds():
+        splits = data.load_splits("cifar10", batch_size=4, augment=False, train_examples=10)
+        train, _ = _collect(splits.train)
+    assert len(train) == 10 and splits.num_weights_examples + splits.num_policy_examples == 10
+
+
 def test_digits_test_split_does_not_depend_on_the_seed():
     test_a, _ = _collect(data.load_splits("digits", seed=0).test)
     test_b, _ = _collect(data.load_splits("digits", seed=7).test)
@@ -217,6 +238,7 @@ def test_unknown_option_lists_valid_options():
         {"weight_fraction": 0.0},
         {"cutout": -1},
         {"image_size": 0},
+        {"train_examples": 0},
         {"channels": 2},
         {"channels": True},
         {"channels": 1, "name": "cifar10"},

@@ -43,6 +43,11 @@ class DataConfig:
         `batch_size`.
       weight_fraction: share of the training split that trains the supernet
         weights; the rest trains the policy (0.4 in the paper).
+      train_examples: use only this many examples of the training split (a
+        subset fixed by `seed`: a seeded sample of array datasets, the first
+        ones of a TFDS split, whose files TFDS shuffled when it prepared
+        them); None uses all. For runs that must fit a time limit (`make
+        demo`); the test split is always whole.
       seed: seed of the weight/policy split, of shuffling and of
         augmentation. The test split of digits does not depend on it.
       image_size: height and width of the output images; None means the
@@ -81,6 +86,7 @@ class DataConfig:
     batch_size: int = 64
     eval_batch_size: int | None = None
     weight_fraction: float = 0.4
+    train_examples: int | None = None
     seed: int = 0
     image_size: int | None = None
     channels: int | None = None
@@ -101,6 +107,8 @@ class DataConfig:
             positive["eval_batch_size"] = self.eval_batch_size
         if self.image_size is not None:
             positive["image_size"] = self.image_size
+        if self.train_examples is not None:
+            positive["train_examples"] = self.train_examples
         for field, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"DataConfig.{field} must be a positive int; got {value!r}.")

@@ -226,6 +226,11 @@ def _from_arrays(
 ) -> NatSplits:
     """NAT's parts of a dataset held in numpy arrays (digits, Fashion-MNIST's IDX files)."""
     mean, std = _channel_stats(config, mean, std)
+    if config.train_examples is not None and config.train_examples < len(y_train):
+        # A seeded sample, in the split's own order.
+        order = np.random.default_rng(config.seed).permutation(len(y_train))
+        chosen = np.sort(order[: config.train_examples])
+        x_train, y_train = x_train[chosen], y_train[chosen]
     mask = weight_mask(len(y_train), weight_fraction=config.weight_fraction, seed=config.seed)
 
     def slices(images: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:
@@ -276,6 +281,9 @@ def _load_tfds(config: DataConfig, builder: tfds.core.DatasetBuilder | None = No
     builder = builder if builder is not None else tfds_source.prepared_builder(config)
     train, num_train = tfds_source.read_split(builder, spec.train_split)
     test, num_test = tfds_source.read_split(builder, spec.test_split)
+    if config.train_examples is not None and config.train_examples < num_train:
+        # TFDS shuffled the examples into its files when it prepared them: the first N are a sample.
+        train, num_train = train.take(config.train_examples), config.train_examples
     preprocessing = _preprocessing(
         config,
         mean,
