@@ -1,0 +1,371 @@
+"""NAT against the original and the baselines, on the networks users bring (docs/design.md section 7).
+
+For each input network: the source is trained from scratch once (the
+recipe, `--source_epochs`, seed `--seed`). Then, for each budget (equal
+cost, and 50% of the source's MACs), method and seed, `nat_keras.transform`
+chooses a plan on the training split's held-out part (never the test split),
+every method with the same supernet settings and the same number of
+supernet evaluations (`nat_keras.search.baselines`), and the chosen network
+(inherited weights) is fine-tuned with the same recipe, epochs and seed. The
+original is fine-tuned the same way, so every row had the same treatment.
+
+Methods: original, nat (NAT's policy in the keep / skip / none space),
+nat++ (also cheaper ops), random (random search), large_edge (keep the edges
+with the largest weights), tuner_bayesian (keras-tuner's
+BayesianOptimization oracle). NAT and NAT++ start from the shipped default
+policy and learn on the input during the search, like `transform` does.
+
+Writes to `--run_dir`: rows.jsonl (finished rows, cached: a rerun skips them),
+rows.csv, quality.md (mean and spread over seeds of test accuracy, params,
+MACs and search time per input, budget and method), quality.csv (the same)
+and quality.png (test accuracy against MACs, one panel per input), and
+provenance.jsonl (machine, versions, command of each run).
+
+The paper's cells (DARTS, ENAS) are the subject of benchmarks/paper_protocol.py
+(retrained from scratch, NAT against the original); their baselines are not
+run here.
+
+Presets (flags override them):
+
+- `smoke`: ResNet-8, 512 training images, 256 test images, the equal budget,
+  original / nat / random, 1 seed; about 2 minutes (tests/test_quality.py).
+- `cpu`: ResNet-20, ResNet-56, VGG-16 and MobileNetV2 on 10,000 training
+  images (32x32x3 Fashion-MNIST), source 3 epochs, search 6 epochs of 30
+  weight + 5 policy steps (4 samples), fine-tuning 1 epoch, both budgets, all
+  methods, 2 seeds: 4 inputs x (1 + 2 x 5) methods x 2 seeds = 88 rows, about
+  4 min each on 2 cores (ResNet-20; the deeper ones longer): a day. `--inputs`
+  runs part of it.
+- `gpu`: the full 60,000 images, source 30 epochs, search 50 x (100 + 50),
+  fine-tuning 10 epochs, 3 seeds; documented, not run here.
+
+  python benchmarks/quality.py --preset=smoke --run_dir=/tmp/quality
+  python benchmarks/quality.py --preset=cpu --inputs=resnet20            # -> runs/bench/quality
+  python benchmarks/quality.py --preset=cpu --table_only                  # the table of what is cached
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import statistics
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import nat_keras  # first: prepares the two Kerases (docs/design.md section 5)
+
+# isort: split
+import keras
+from absl import app, flags
+
+from nat_keras.policy import ReinforceConfig, default_policy
+from nat_keras.search import SearchConfig
+from nat_keras.train import INHERITED, SCRATCH, Recipe, train
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from rows import RowCache, save_provenance, write_csv  # a sibling module, not a package
+
+METHODS = ("original", "nat", "nat++", "random", "large_edge", "tuner_bayesian")
+BUDGETS = {"equal": nat_keras.Budget(), "half_macs": nat_keras.Budget(macs_ratio=0.5)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """One scale of the benchmark (see the module docstring)."""
+
+    inputs: tuple[str, ...]
+    methods: tuple[str, ...]
+    budgets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    train_examples: int
+    test_examples: int
+    source_epochs: int
+    search_epochs: int
+    weight_steps: int
+    policy_steps: int
+    samples: int
+    num_candidates: int
+    fine_tune_epochs: int
+    recipe: str = "cpu"
+    dataset: str = "fashion_mnist"
+    batch_size: int = 64
+    seed: int = 0
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS = {
+    "smoke": Settings(
+        inputs=("resnet8",), methods=("original", "nat", "random"), budgets=("equal",),
+        seeds=(0,), train_examples=512, test_examples=256, source_epochs=1, search_epochs=1, weight_steps=3,
+        policy_steps=1, samples=2, num_candidates=2, fine_tune_epochs=1,
+    ),
+    "cpu": Settings(
+        inputs=("resnet20", "resnet56", "vgg16", "mobilenet_v2"), methods=METHODS, budgets=tuple(BUDGETS),
+        seeds=(0, 1), train_examples=10_000, test_examples=0, source_epochs=3, search_epochs=6,
+        weight_steps=30, policy_steps=5, samples=4, num_candidates=10, fine_tune_epochs=1,
+    ),
+    "gpu": Settings(
+        inputs=("resnet20", "resnet56", "vgg16", "mobilenet_v2"), methods=METHODS, budgets=tuple(BUDGETS),
+        seeds=(0, 1, 2), train_examples=0, test_examples=0, source_epochs=30, search_epochs=50,
+        weight_steps=100, policy_steps=50, samples=4, num_candidates=10, fine_tune_epochs=10, recipe="gpu",
+    ),
+}  # fmt: skip
+
+_PRESET = flags.DEFINE_enum("preset", "cpu", sorted(PRESETS), "Scale of the run (module docstring).")
+_RUN_DIR = flags.DEFINE_string("run_dir", os.path.join("runs", "bench", "quality"), "Cache, models, table.")
+_INPUTS = flags.DEFINE_list("inputs", None, "Input networks (names of nat_keras.models.MODELS).")
+_METHODS = flags.DEFINE_list("methods", None, f"Methods, any of {list(METHODS)}.")
+_BUDGETS = flags.DEFINE_list("budgets", None, f"Budgets, any of {list(BUDGETS)}.")
+_SEEDS = flags.DEFINE_list("seeds", None, "Seeds of the searches and fine-tuning.")
+for _field in (
+    "train_examples", "test_examples", "source_epochs", "search_epochs", "weight_steps", "policy_steps",
+    "samples", "num_candidates", "fine_tune_epochs",
+):  # fmt: skip
+    flags.DEFINE_integer(_field, None, f"Overrides the preset's {_field} (see Settings).")
+_TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Train nothing: write the table of the cached rows.")
+_VERBOSE = flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bars.")
+
+
+def settings_from_flags() -> Settings:
+    settings = PRESETS[_PRESET.value]
+    changes: dict[str, Any] = {}
+    for name, flag, allowed in (
+        ("inputs", _INPUTS, tuple(nat_keras.models.MODELS)),
+        ("methods", _METHODS, METHODS),
+        ("budgets", _BUDGETS, tuple(BUDGETS)),
+    ):
+        if flag.value is not None:
+            unknown = sorted(set(flag.value) - set(allowed))
+            if unknown:
+                raise app.UsageError(f"--{name}: unknown {unknown}; choose from {list(allowed)}.")
+            changes[name] = tuple(flag.value)
+    if _SEEDS.value is not None:
+        changes["seeds"] = tuple(int(s) for s in _SEEDS.value)
+    for field in dataclasses.fields(Settings):
+        if field.name in flags.FLAGS and flags.FLAGS[field.name].value is not None and field.type == "int":
+            changes[field.name] = flags.FLAGS[field.name].value
+    return settings.replace(**changes)
+
+
+def _digest(key: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(dict(key), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def load_data(settings: Settings, seed: int) -> Any:
+    """NAT's splits of the dataset for `seed`; the test part cut to `test_examples` (0: all)."""
+    options = {"batch_size": settings.batch_size, "seed": seed}
+    if settings.train_examples:
+        options["train_examples"] = settings.train_examples
+    splits = nat_keras.data.load_splits(settings.dataset, **options)
+    if settings.test_examples:
+        batches = -(-settings.test_examples // settings.batch_size)
+        splits = dataclasses.replace(splits, test=splits.test.take(batches))
+    return splits
+
+
+def recipe(settings: Settings, **changes: Any) -> Recipe:
+    return (Recipe.gpu if settings.recipe == "gpu" else Recipe.cpu)(**changes)
+
+
+def source_model(
+    settings: Settings, name: str, run_dir: pathlib.Path, cache: RowCache
+) -> tuple[keras.Model, dict[str, Any]]:
+    """The input network trained from scratch (cached as a .keras file beside its row)."""
+    key = {
+        "part": "source", "input": name, "dataset": settings.dataset,
+        "train_examples": settings.train_examples, "epochs": settings.source_epochs,
+        "recipe": settings.recipe, "seed": settings.seed,
+    }  # fmt: skip
+    path = run_dir / "models" / f"source-{name}-{_digest(key)}.keras"
+    row = cache.get(key)
+    if row is not None and path.exists():
+        print(f"{name}: source cached (test accuracy {row['test_accuracy']:.4f})")
+        return keras.models.load_model(path), row
+    splits = load_data(settings, settings.seed)
+    model = nat_keras.models.get_model(name, input_shape=splits.image_shape, num_classes=splits.num_classes)
+    print(f"{name}: training the source for {settings.source_epochs} epochs")
+    result = train(
+        model, splits, recipe(settings, epochs=settings.source_epochs, init=SCRATCH, seed=settings.seed),
+        checkpoint_dir=run_dir / "checkpoints" / path.stem, verbose=2 if _VERBOSE.value else 0,
+    )  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result.model.save(path)
+    values = {"test_accuracy": result.test_accuracy, "seconds": round(result.wall_time, 1)}
+    return result.model, cache.put(key, values)
+
+
+def method_row(
+    settings: Settings, source: keras.Model, name: str, budget: str, method: str, seed: int,
+    run_dir: pathlib.Path, cache: RowCache,
+) -> dict[str, Any]:  # fmt: skip
+    """One (input, budget, method, seed) row: the plan chosen, fine-tuned, tested."""
+    key = {
+        "part": "row", "input": name, "budget": budget, "method": method, "seed": seed,
+        **{f.name: getattr(settings, f.name) for f in dataclasses.fields(Settings)
+           if f.name not in ("inputs", "methods", "budgets", "seeds")},
+    }  # fmt: skip
+    row = cache.get(key)
+    if row is not None:
+        print(f"{name} {budget} {method} seed {seed}: cached, test accuracy {row['test_accuracy']:.4f}")
+        return row
+    splits = load_data(settings, seed)
+    start = time.perf_counter()
+    if method == "original":
+        chosen, report = source, None
+    else:
+        space = "nat" if method == "nat" else "nat++"  # the baselines search the larger space
+        config = SearchConfig(
+            epochs=settings.search_epochs, weight_steps=settings.weight_steps,
+            policy_steps=settings.policy_steps, reinforce=ReinforceConfig(num_samples=settings.samples),
+            seed=seed,
+        )  # fmt: skip
+        chosen = nat_keras.transform(
+            source, data=splits, method="nat" if method in ("nat", "nat++") else method,
+            policy=default_policy(space=space) if method in ("nat", "nat++") else None, space=space,
+            budget=BUDGETS[budget], num_candidates=settings.num_candidates, search_config=config,
+            directory=run_dir / "searches" / f"{name}-{budget}-{method}-{seed}-{_digest(key)}",
+            verbose=_VERBOSE.value,
+        )  # fmt: skip
+        report = chosen.nat_report
+    search_seconds = time.perf_counter() - start
+    epochs = settings.fine_tune_epochs
+    fine_tune = recipe(settings, epochs=epochs, init=INHERITED, warmup_epochs=0.0, seed=seed)
+    result = train(chosen, splits, fine_tune, verbose=0)
+    cost = nat_keras.cost(result.model)
+    source_cost = nat_keras.cost(source)
+    values = {
+        "test_accuracy": result.test_accuracy,
+        "params": cost.params,
+        "macs": cost.macs,
+        "macs_ratio": cost.macs / source_cost.macs,
+        "changed": 0 if report is None else len(report.plan.actions),
+        "supernet_accuracy": None if report is None else report.accuracy_after,
+        "evaluations": 0 if report is None else report.evaluations,
+        "search_seconds": round(search_seconds, 1),
+        "fine_tune_seconds": round(result.wall_time, 1),
+        "plan": None if report is None else report.plan.to_dict()["actions"],
+    }
+    print(
+        f"{name} {budget} {method} seed {seed}: test accuracy {result.test_accuracy:.4f}, "
+        f"MACs {values['macs_ratio']:.1%} of the source, {values['changed']} edges changed, "
+        f"search {search_seconds:.0f} s"
+    )
+    keras.backend.clear_session(free_memory=False)
+    return cache.put(key, values)
+
+
+def summarise(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and spread over seeds per (input, budget, method); the original appears once per input."""
+    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        if row.get("part") != "row":
+            continue
+        budget = "-" if row["method"] == "original" else row["budget"]
+        groups.setdefault((row["input"], budget, row["method"]), []).append(row)
+    table = []
+    for (name, budget, method), members in groups.items():
+        if method == "original":  # the same net at every budget: one entry, each seed once
+            members = list({m["seed"]: m for m in members}.values())
+        accuracies = [float(m["test_accuracy"]) for m in members]
+        table.append({
+            "input": name, "budget": budget, "method": method, "seeds": len(members),
+            "accuracy_mean": statistics.fmean(accuracies),
+            "accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+            "params": round(statistics.fmean(float(m["params"]) for m in members)),
+            "macs": round(statistics.fmean(float(m["macs"]) for m in members)),
+            "macs_ratio": statistics.fmean(float(m["macs_ratio"]) for m in members),
+            "changed": statistics.fmean(float(m["changed"]) for m in members),
+            "search_seconds": statistics.fmean(float(m["search_seconds"]) for m in members),
+        })  # fmt: skip
+    order = {m: i for i, m in enumerate(METHODS)}
+    return sorted(table, key=lambda r: (r["input"], r["budget"] != "-", r["budget"], order[r["method"]]))
+
+
+def markdown(table: Sequence[Mapping[str, Any]]) -> str:
+    lines = [
+        "| input | budget | method | seeds | test accuracy | params | MACs | MACs vs source | edges changed "
+        "| search s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table:
+        lines.append(
+            f"| {r['input']} | {r['budget']} | {r['method']} | {r['seeds']} | "
+            f"{r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f} | {r['params']:,} | {r['macs']:,} | "
+            f"{r['macs_ratio']:.1%} | {r['changed']:.1f} | {r['search_seconds']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: Sequence[Mapping[str, Any]], path: pathlib.Path) -> pathlib.Path:
+    """Test accuracy (mean, spread as error bars) against MACs, one panel per input."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    inputs = sorted({r["input"] for r in table})
+    figure, axes = plt.subplots(1, len(inputs), figsize=(5 * len(inputs), 4), squeeze=False)
+    markers = dict(zip(METHODS, "*osD^v"))
+    for axis, name in zip(axes[0], inputs):
+        for r in (r for r in table if r["input"] == name):
+            label = r["method"] if r["budget"] == "-" else f"{r['method']} ({r['budget']})"
+            axis.errorbar(
+                r["macs"] / 1e6, r["accuracy_mean"], yerr=r["accuracy_std"], marker=markers[r["method"]],
+                linestyle="none", capsize=3, label=label, markersize=10 if r["method"] == "original" else 6,
+            )  # fmt: skip
+        axis.set_title(name)
+        axis.set_xlabel("MACs (millions)")
+        axis.set_ylabel("test accuracy")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def write_table(run_dir: pathlib.Path, cache: RowCache) -> list[dict[str, Any]]:
+    rows = [r for r in cache.rows() if r.get("part") == "row"]
+    write_csv(run_dir / "rows.csv", [{k: v for k, v in r.items() if k != "plan"} for r in rows])
+    table = summarise(rows)
+    if not table:
+        print("no finished rows yet")
+        return table
+    write_csv(run_dir / "quality.csv", table)
+    (run_dir / "quality.md").write_text(markdown(table))
+    plot(table, run_dir / "quality.png")
+    print(markdown(table))
+    print(f"wrote {run_dir / 'quality.md'}, quality.csv, quality.png and rows.csv")
+    return table
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    settings = settings_from_flags()
+    run_dir = pathlib.Path(_RUN_DIR.value)
+    cache = RowCache(run_dir)
+    save_provenance(run_dir)
+    print("settings: " + json.dumps(dataclasses.asdict(settings)))
+    if not _TABLE_ONLY.value:
+        start = time.perf_counter()
+        for name in settings.inputs:
+            source, _ = source_model(settings, name, run_dir, cache)
+            for seed in settings.seeds:
+                for budget in settings.budgets:
+                    for method in settings.methods:
+                        if method == "original" and budget != settings.budgets[0]:
+                            continue  # the original does not depend on the budget
+                        method_row(settings, source, name, budget, method, seed, run_dir, cache)
+        print(f"all rows done in {time.perf_counter() - start:.0f} s")
+    write_table(run_dir, cache)
+
+
+if __name__ == "__main__":
+    app.run(main)

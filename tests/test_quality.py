@@ -1,0 +1,76 @@
+"""benchmarks/quality.py: its table from known rows, and the smoke preset end to end (cached on rerun).
+
+The end-to-end run is a fresh interpreter (the benchmark defines absl flags)
+and reads Debian's Fashion-MNIST files, so it runs where they are installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from conftest import import_benchmark
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+quality = import_benchmark("quality")
+
+
+def _row(method, seed, accuracy, *, budget="equal", macs=100):
+    return {
+        "part": "row", "input": "resnet8", "budget": budget, "method": method, "seed": seed,
+        "test_accuracy": accuracy, "params": 10, "macs": macs, "macs_ratio": macs / 100, "changed": 0,
+        "search_seconds": 1.0,
+    }  # fmt: skip
+
+
+def test_summary_gives_mean_and_spread_and_the_original_once():
+    rows = [
+        _row("original", 0, 0.90),
+        _row("original", 1, 0.92),
+        _row("original", 0, 0.90, budget="half_macs"),  # the same net: counted once
+        _row("random", 0, 0.80, budget="half_macs", macs=50),
+        _row("random", 1, 0.84, budget="half_macs", macs=50),
+        {"part": "source", "input": "resnet8", "test_accuracy": 0.5},
+    ]
+    table = quality.summarise(rows)
+    assert [(r["budget"], r["method"]) for r in table] == [("-", "original"), ("half_macs", "random")]
+    original, random = table
+    assert original["seeds"] == 2 and original["accuracy_mean"] == pytest.approx(0.91)
+    assert original["accuracy_std"] == pytest.approx(0.0141421, rel=1e-4)
+    assert random["macs_ratio"] == pytest.approx(0.5) and random["accuracy_mean"] == pytest.approx(0.82)
+    text = quality.markdown(table)
+    assert "| resnet8 | half_macs | random | 2 | 0.8200 ± 0.0283 |" in text
+
+
+@pytest.mark.skipif(
+    __import__("nat_keras").data.fashion_mnist.find_directory() is None,
+    reason="needs Fashion-MNIST's IDX files (Debian's dataset-fashion-mnist)",
+)
+def test_smoke_preset_writes_table_plot_and_a_rerun_trains_nothing(tmp_path):
+    script = REPO / "benchmarks" / "quality.py"
+    command = [sys.executable, str(script), "--preset=smoke", f"--run_dir={tmp_path}", "--verbose=0"]
+
+    def run() -> str:
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1200)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done.stdout
+
+    first = run()
+    assert "cached" not in first
+    with (tmp_path / "quality.csv").open() as stream:
+        table = list(csv.DictReader(stream))
+    expected = [("-", "original"), ("equal", "nat"), ("equal", "random")]
+    assert [(r["budget"], r["method"]) for r in table] == expected
+    for r in table:
+        assert 0.0 <= float(r["accuracy_mean"]) <= 1.0 and int(r["macs"]) > 0
+        assert float(r["macs_ratio"]) <= 1.01  # the equal-cost budget (MACs within 1%)
+    assert (tmp_path / "quality.png").stat().st_size > 0
+    assert "| resnet8 |" in (tmp_path / "quality.md").read_text()
+    rows_before = (tmp_path / "rows.jsonl").read_text()
+
+    second = run()
+    assert second.count("cached") == 4  # the source and the three rows
+    assert (tmp_path / "rows.jsonl").read_text() == rows_before
