@@ -60,7 +60,7 @@ import nat_keras  # first: prepares the two Kerases (docs/design.md section 5)
 
 # isort: split
 import keras
-from absl import app, flags
+from absl import app, flags, logging
 
 from nat_keras.policy import ReinforceConfig, default_policy
 from nat_keras.search import SearchConfig
@@ -348,6 +348,7 @@ def write_table(run_dir: pathlib.Path, cache: RowCache) -> list[dict[str, Any]]:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)  # TF's checkpoint writer is chatty at INFO
     settings = settings_from_flags()
     run_dir = pathlib.Path(_RUN_DIR.value)
     cache = RowCache(run_dir)
