@@ -16,6 +16,7 @@ from nat_keras.search.baselines import (
     evaluations_of,
     large_edge,
     random_search,
+    run_method,
     tuner_search,
 )
 
@@ -150,8 +151,30 @@ def digits():
 TINY = SearchConfig(epochs=2, weight_steps=3, policy_steps=2, reinforce=ReinforceConfig(num_samples=2))
 
 
-# random search shares run_method's path with the tuners (unit-tested above); these two cover both branches.
-@pytest.mark.parametrize("method", ["large_edge", "tuner_bayesian"])
+@pytest.mark.parametrize("method", ["random", "tuner_random"])
+def test_run_method_trains_weights_like_nat_then_spends_nat_s_evaluations(graph, method, tmp_path):
+    class Trained(_Counting):
+        def train_weights(self, steps, *, verbose=0):
+            self.steps = steps
+            return {}
+
+    env = Trained(graph, seed=4)
+    config = SearchConfig(epochs=3, weight_steps=5, policy_steps=2, reinforce=ReinforceConfig(num_samples=3))
+    result = run_method(method, env, graph, config=config, num_candidates=2, directory=tmp_path)
+    assert env.steps == 15 and env.rewarded == evaluations_of(config) == 18
+    assert result.evaluations == 18 + len(result.candidates)
+
+
+def test_run_method_needs_magnitudes_for_large_edge_and_a_known_method(graph):
+    with pytest.raises(ConfigError, match="magnitudes"):
+        run_method("large_edge", KnownRewardEnvironment(graph), graph, config=SearchConfig(epochs=1))
+    with pytest.raises(ConfigError, match="Unknown search method 'grid'"):
+        run_method("grid", KnownRewardEnvironment(graph), graph, config=SearchConfig(epochs=1))
+
+
+# End to end through transform: LargeEdge has its own step there (the magnitudes of the
+# trained supernet's keep-all network); the other baselines share run_method (tested above).
+@pytest.mark.parametrize("method", ["large_edge"])
 def test_transform_with_a_baseline_method_reports_it_at_nat_s_budget(digits, method, tmp_path):
     model = small_resnet()
     before = [np.array(w) for w in model.get_weights()]
