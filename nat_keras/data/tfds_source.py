@@ -18,11 +18,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging
 
 from nat_keras.data.config import DataConfig
 from nat_keras.data.specs import DatasetSpec
@@ -106,8 +108,22 @@ def builder_if_prepared(config: DataConfig) -> tfds.core.DatasetBuilder | None:
       >>> builder_if_prepared(DataConfig(name="fashion_mnist", data_dir="/nowhere")) is None
       True
     """
-    builder = _builder(config)
-    return builder if builder.is_prepared() else None
+    # A dataset that is not prepared is expected here (the IDX files come next):
+    # TFDS's warning about the version folder it did not find would only be noise.
+    with _absl_level(logging.ERROR):
+        builder = _builder(config)
+        return builder if builder.is_prepared() else None
+
+
+@contextlib.contextmanager
+def _absl_level(level: int) -> Iterator[None]:
+    """absl logging at most as verbose as `level` (absl: the lower, the quieter) inside the block."""
+    before = logging.get_verbosity()
+    logging.set_verbosity(min(before, level))
+    try:
+        yield
+    finally:
+        logging.set_verbosity(before)
 
 
 def tfds_data_dir(config: DataConfig) -> str:
