@@ -123,10 +123,12 @@ _INPUTS = flags.DEFINE_list("inputs", None, "Input networks (names of nat_keras.
 _METHODS = flags.DEFINE_list("methods", None, f"Methods, any of {list(METHODS)}.")
 _BUDGETS = flags.DEFINE_list("budgets", None, f"Budgets, any of {list(BUDGETS)}.")
 _SEEDS = flags.DEFINE_list("seeds", None, "Seeds of the searches and fine-tuning.")
-for _field in (
+# Integer overrides of the preset, one flag per Settings field.
+_INT_FIELDS = (
     "train_examples", "test_examples", "source_epochs", "search_epochs", "weight_steps", "policy_steps",
     "samples", "num_candidates", "fine_tune_epochs",
-):  # fmt: skip
+)  # fmt: skip
+for _field in _INT_FIELDS:
     flags.DEFINE_integer(_field, None, f"Overrides the preset's {_field} (see Settings).")
 _TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Train nothing: write the table of the cached rows.")
 _VERBOSE = flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bars.")
@@ -147,9 +149,9 @@ def settings_from_flags() -> Settings:
             changes[name] = tuple(flag.value)
     if _SEEDS.value is not None:
         changes["seeds"] = tuple(int(s) for s in _SEEDS.value)
-    for field in dataclasses.fields(Settings):
-        if field.name in flags.FLAGS and flags.FLAGS[field.name].value is not None and field.type == "int":
-            changes[field.name] = flags.FLAGS[field.name].value
+    for name in _INT_FIELDS:
+        if flags.FLAGS[name].value is not None:
+            changes[name] = flags.FLAGS[name].value
     return settings.replace(**changes)
 
 

@@ -183,7 +183,7 @@ def _transform_with_data(
 ) -> keras.Model:  # fmt: skip
     """The data path of `transform` (see its docstring)."""
     from nat_keras.search import NATSearch, SearchConfig, SupernetEnvironment, derive
-    from nat_keras.search.baselines import edge_magnitudes, run_method
+    from nat_keras.search.baselines import run_method
     from nat_keras.supernet import ModelSupernet
     from nat_keras.supernet.trainer import SupernetTrainer
 
@@ -223,16 +223,11 @@ def _transform_with_data(
         per_epoch = {name: tuple(getattr(history, name)) for name in names}
         how = "the policy's greedy plan" if greedy else f"the best of {num_candidates} searched plans"
     else:
-        magnitudes = None
-        if method == "large_edge":
-            environment.train_weights(search_config.epochs * search_config.weight_steps, verbose=verbose)
-            keep_arch = supernet.arch_of(graph, TransformPlan.keep_all(graph, space=space))
-            magnitudes = edge_magnitudes(supernet.extract(keep_arch), graph)
-        result = run_method(
-            method, environment, graph, config=search_config, magnitudes=magnitudes, budget=budget,
-            space=space, num_candidates=num_candidates, directory=search_directory, verbose=verbose,
+        chosen = run_method(
+            method, environment, graph, config=search_config, budget=budget, space=space,
+            num_candidates=num_candidates, directory=search_directory, verbose=verbose,
         )  # fmt: skip
-        plan, candidates, evaluations, per_epoch = result.plan, result.candidates, result.evaluations, {}
+        plan, candidates, evaluations, per_epoch = chosen.plan, chosen.candidates, chosen.evaluations, {}
         how = f"the best plan of the {method!r} baseline"
     keep = TransformPlan.keep_all(graph, space=space)
     accuracy_before = dict(candidates).get(keep)

@@ -404,7 +404,8 @@ def run_method(
       environment: a SupernetEnvironment.
       graph: the input architecture.
       config: NAT's SearchConfig whose budget the baseline matches (its seed seeds it).
-      magnitudes: edge magnitudes, for "large_edge".
+      magnitudes: edge magnitudes, for "large_edge"; None measures them on the
+        environment's supernet once its weights are trained (its keep-all network).
       budget: the cost budget (default: Budget()).
       space: the action space.
       num_candidates: plans scored at the end.
@@ -428,7 +429,7 @@ def run_method(
         )  # fmt: skip
     if method == "large_edge":
         if magnitudes is None:
-            raise ConfigError("run_method('large_edge'): pass magnitudes (see edge_magnitudes).")
+            magnitudes = _trained_magnitudes(environment, graph, space)
         return large_edge(
             environment, graph, magnitudes, budget=budget, space=space, num_candidates=num_candidates
         )
@@ -439,6 +440,18 @@ def run_method(
             directory=directory, verbose=verbose,
         )  # fmt: skip
     raise ConfigError(f"Unknown search method {method!r}; choose one of {', '.join(METHODS)}.")
+
+
+def _trained_magnitudes(environment: Environment, graph: ArchGraph, space: str) -> dict[str, float]:
+    """`edge_magnitudes` of the supernet's keep-all network: the weights NAT's supernet trained."""
+    supernet = getattr(environment, "supernet", None)
+    if supernet is None:
+        raise ConfigError(
+            f"run_method('large_edge'): {type(environment).__name__} has no supernet to measure; "
+            "pass magnitudes (see edge_magnitudes)."
+        )
+    keep = supernet.arch_of(graph, TransformPlan.keep_all(graph, space=space))
+    return edge_magnitudes(supernet.extract(keep), graph)
 
 
 __all__ = [
