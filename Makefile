@@ -51,9 +51,12 @@ demo: $(STAMP) fashion_mnist
 		$(PY) examples/transform.py $(DEMO_COMMON) $(DEMO_DIGITS); \
 	fi
 
-# Two workers: most of the suite is single-threaded Python (building models).
+# Two workers: most of the suite is single-threaded Python (building models). Each
+# file runs on one worker (loadfile), so an expensive module-scoped fixture (the
+# distributed tests' subprocesses) runs once, not once per worker; heavy tests go
+# first (tests/conftest.py). (xdist's loadgroup does not group under pytest 9.)
 test: $(STAMP) fashion_mnist
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check nat_keras tests examples benchmarks

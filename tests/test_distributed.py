@@ -9,7 +9,7 @@ with exactly the same code.
 
 The supernets here use the "nat" action space (keep / skip / none): the
 distributed machinery is the same as for "nat++", and a train step traces in
-about a quarter of the time. The first Mirrored run uses "nat++".
+about a quarter of the time. The first Mirrored run (replica agreement) uses "nat++".
 
 Equality with a single-device run needs every replica to compute what one
 device would: `duplicated_dataset` makes each global batch of 16 out of 4
@@ -42,6 +42,10 @@ from conftest import (  # tests/ is on sys.path (pytest, _WORKER)
 
 from nat_keras.supernet import ModelSupernet
 from nat_keras.supernet.trainer import SupernetConfig, SupernetTrainer
+
+# Subprocesses, started by module-scoped fixtures: `make test` runs each file on
+# one xdist worker (--dist loadfile), so that each starts once.
+pytestmark = pytest.mark.heavy
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 STEPS = 4
@@ -166,7 +170,7 @@ def source_outside_scope():
 
 
 def calibrated():
-    supernet = recipes.build(strategy, space="nat++", seed=0)
+    supernet = recipes.build(strategy, seed=0)
     recipes.train(supernet, strategy, recipes.PLAIN, recipes.plain_dataset(), steps=2)
     images, labels = recipes.colour_data(48, seed=11)
     calibration = recipes.colour_data(64, seed=12)[0]

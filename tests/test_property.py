@@ -37,7 +37,7 @@ from nat_keras.graph.costs import minimum_cost
 from nat_keras.plan import fit_to_budget, repair, resolve
 
 # NAT_PROPERTY_EXAMPLES=500 runs a longer bug hunt locally.
-MAX_EXAMPLES = int(os.environ.get("NAT_PROPERTY_EXAMPLES", "25"))
+MAX_EXAMPLES = int(os.environ.get("NAT_PROPERTY_EXAMPLES", "15"))
 SETTINGS = settings(
     max_examples=MAX_EXAMPLES,
     deadline=None,
@@ -343,6 +343,7 @@ def _drawn_plan(data: st.DataObject, graph: ArchGraph) -> nat_keras.TransformPla
 # The property.
 
 
+@pytest.mark.heavy
 @SETTINGS
 @given(spec=model_specs, seed=st.integers(0, 2**16), data=st.data())
 def test_random_models_and_plans(spec: ModelSpec, seed: int, data: st.DataObject) -> None:
