@@ -26,8 +26,10 @@ def pytest_collection_modifyitems(config: object, items: list) -> None:
 
     With two xdist workers the suite's wall time is set by the last test to
     start: started first, the long runs overlap each other and the short tests
-    fill the gaps, instead of one long run trailing alone at the end. The sort
-    is stable and the same on every worker, as xdist requires.
+    fill the gaps, instead of one long run trailing alone at the end. `make
+    test` hands out whole files in this order (--dist loadfile
+    --no-loadscope-reorder), so a file holding a heavy test goes out early.
+    The sort is stable and the same on every worker, as xdist requires.
     """
     items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
 
