@@ -53,12 +53,11 @@ demo: $(STAMP) fashion_mnist
 
 # Two workers: most of the suite is single-threaded Python (building models). Each
 # file runs on one worker (loadfile), so an expensive module-scoped fixture (the
-# distributed tests' subprocesses) runs once, not once per worker. Files holding
-# heavy tests go first (tests/conftest.py; no reorder by test count), so the long
-# runs overlap and the short files fill the end. (loadgroup does not group under
-# pytest 9: xdist 3.8 renames `item._nodeid`, which pytest 9 no longer reads.)
+# distributed tests' subprocesses) runs once, not once per worker that gets one
+# of its tests. (loadgroup does not group under pytest 9: xdist 3.8 rewrites
+# `item._nodeid`, which pytest 9 no longer reads.)
 test: $(STAMP) fashion_mnist
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check nat_keras tests examples benchmarks

@@ -20,20 +20,6 @@ import nat_keras  # must come before anything touches tf.keras
 import keras
 import numpy as np
 
-
-def pytest_collection_modifyitems(config: object, items: list) -> None:
-    """Tests marked `heavy` (a subprocess or a search, tens of seconds) run first.
-
-    With two xdist workers the suite's wall time is set by the last test to
-    start: started first, the long runs overlap each other and the short tests
-    fill the gaps, instead of one long run trailing alone at the end. `make
-    test` hands out whole files in this order (--dist loadfile
-    --no-loadscope-reorder), so a file holding a heavy test goes out early.
-    The sort is stable and the same on every worker, as xdist requires.
-    """
-    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
-
-
 # The supernet tests' image size and classes (one class per colour channel).
 TINY_IMAGE_SHAPE = (8, 8, 3)
 TINY_NUM_CLASSES = 3

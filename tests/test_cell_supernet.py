@@ -388,7 +388,6 @@ def test_accuracy_matches_extracted_model(small):
         assert small.accuracy(arch, dataset) == pytest.approx(expected)
 
 
-@pytest.mark.heavy
 def test_trainer_lowers_the_loss_under_mirrored_strategy():
     strategy = tf.distribute.MirroredStrategy()
     keras.utils.set_random_seed(0)
@@ -436,7 +435,6 @@ print("replicas", strategy.num_replicas_in_sync, "steps", result["steps_run"],
 """
 
 
-@pytest.mark.heavy
 def test_trainer_runs_on_two_replicas():
     """Two mirrored replicas need a fresh process (logical devices are set before TF starts)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

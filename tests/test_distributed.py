@@ -43,10 +43,6 @@ from conftest import (  # tests/ is on sys.path (pytest, _WORKER)
 from nat_keras.supernet import ModelSupernet
 from nat_keras.supernet.trainer import SupernetConfig, SupernetTrainer
 
-# Subprocesses, started by module-scoped fixtures: `make test` runs each file on
-# one xdist worker (--dist loadfile), so that each starts once.
-pytestmark = pytest.mark.heavy
-
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 STEPS = 4
 GLOBAL_BATCH = 16

@@ -72,7 +72,6 @@ def test_keep_all_plan_reproduces_predictions(name):
     assert [w.shape for w in rebuilt.weights] == [w.shape for w in model.weights]
 
 
-@pytest.mark.heavy
 @pytest.mark.parametrize("name", NETWORKS)
 def test_random_legal_plans_rebuild_run_and_save(name, tmp_path):
     model, graph = network(name)

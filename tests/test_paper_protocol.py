@@ -81,7 +81,6 @@ def _run_smoke(run_dir: pathlib.Path) -> str:
     return result.stdout
 
 
-@pytest.mark.heavy
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_smoke_run_writes_the_table_and_a_rerun_skips_finished_rows(tmp_path):
     run_dir = tmp_path / "pp"

@@ -343,7 +343,6 @@ def _drawn_plan(data: st.DataObject, graph: ArchGraph) -> nat_keras.TransformPla
 # The property.
 
 
-@pytest.mark.heavy
 @SETTINGS
 @given(spec=model_specs, seed=st.integers(0, 2**16), data=st.data())
 def test_random_models_and_plans(spec: ModelSpec, seed: int, data: st.DataObject) -> None:

@@ -45,7 +45,6 @@ def test_summary_gives_mean_and_spread_and_the_original_once():
     assert "| resnet8 | half_macs | random | 2 | 0.8200 ± 0.0283 |" in text
 
 
-@pytest.mark.heavy
 @pytest.mark.skipif(
     __import__("nat_keras").data.fashion_mnist.find_directory() is None,
     reason="needs Fashion-MNIST's IDX files (Debian's dataset-fashion-mnist)",

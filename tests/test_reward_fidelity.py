@@ -90,7 +90,6 @@ def test_rows_run_noise_floor_first_then_every_plan_then_spread_noise_plans():
     assert len(set(order)) == len(order)
 
 
-@pytest.mark.heavy
 @pytest.mark.skipif(
     __import__("nat_keras").data.fashion_mnist.find_directory() is None,
     reason="needs Fashion-MNIST's IDX files (Debian's dataset-fashion-mnist)",

@@ -40,7 +40,6 @@ def _weights(model: keras.Model) -> list[np.ndarray]:
     return [np.array(w) for w in model.get_weights()]
 
 
-@pytest.mark.heavy
 def test_transform_with_data_searches_derives_and_fine_tunes(digits, tmp_path):
     model = small_resnet()
     before = _weights(model)
@@ -134,7 +133,6 @@ def _random_dataset(inputs, classes: int, seed: int = 0) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices((inputs, rng.integers(0, classes, count))).batch(16)
 
 
-@pytest.mark.heavy
 @pytest.mark.parametrize("which", ["two_inputs", "nested"])
 def test_transform_with_data_on_multi_input_and_nested_models(which):
     rng = np.random.default_rng(0)

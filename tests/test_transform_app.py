@@ -23,8 +23,6 @@ from conftest import free_ports
 import nat_keras
 from nat_keras.report import TransformReport
 
-pytestmark = pytest.mark.heavy  # each test starts one or more interpreters
-
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TRANSFORM = REPO / "examples" / "transform.py"
 APPLY_PLAN = REPO / "examples" / "apply_plan.py"
