@@ -31,6 +31,7 @@ from nat_keras.cells import (
     apply_plan_to_genotype,
     arch_graph_to_genotype,
     build_network,
+    cell_copies,
     fully_concat,
     genotype_actions,
     genotype_to_arch_graph,
@@ -308,6 +309,49 @@ def test_cell_graph_structure():
     )
     conv = vgg.edge("node1_edge1")
     assert {"skip", "none", "conv_1x1", "sep_conv_3x3"} <= set(conv.actions)
+
+
+def test_cell_copies_follow_the_network_layout():
+    copies = cell_copies(8, 20, 32)
+    assert copies["normal"] == ((20, 32), (20, 32), (40, 16), (40, 16), (80, 8), (80, 8))
+    assert copies["reduce"] == ((40, 32), (80, 16))
+    assert cell_copies(2, 8, 16) == {"normal": (), "reduce": ((16, 16), (32, 8))}
+
+
+@pytest.mark.parametrize("source", ["DARTS", "ENAS", "R3"])
+def test_num_cells_costs_plans_as_the_network_does(source):
+    """A plan's cost change on the graph is the change in the built network's cost.
+
+    In cells that read both inputs: the graph does not hold the inputs'
+    preprocessing, which a plan adding the first read of c_{k-2} (VGG)
+    brings into the network (genotype_to_arch_graph's docstring).
+    """
+    genotype = PUBLISHED[source]
+    kwargs = {"channels": 8, "spatial": 16, "num_cells": 5}
+    graph = genotype_to_arch_graph(genotype, cell="both", **kwargs)
+    first = graph.edge("reduce/node0_edge0")
+    assert first.input_shape == (16, 16, 16) and len(first.copies) == 2
+    assert nat_keras.ArchGraph.from_json(graph.to_json()) == graph
+    rng = np.random.default_rng(0)
+    # Change every other transformable edge (skips, cheaper ops, added skips) and, in
+    # DARTS (every node has two ops), null one.
+    changes = {e.id: [a for a in e.actions if a not in ("keep", "none")] for e in graph.edges[::2]}
+    actions = {key: str(rng.choice(choices)) for key, choices in changes.items() if choices}
+    if source == "DARTS":
+        actions["normal/node1_edge1"] = "none"
+    plan = nat_keras.TransformPlan(graph.name, graph.fingerprint(), actions, "nat++")
+    changed = apply_plan_to_genotype(genotype, plan, cell="both", **kwargs)
+
+    def network(g):
+        return nat_keras.cost(build_network(g, channels=8, num_cells=5, input_shape=(16, 16, 1)))
+
+    planned = nat_keras.plan_cost(graph, plan)
+    before, after = network(genotype), network(changed)
+    assert (planned.params - graph.params, planned.macs - graph.macs) == (
+        after.params - before.params,
+        after.macs - before.macs,
+    )
+    assert (after.params - before.params, after.macs - before.macs) != (0, 0)
 
 
 def test_only_cheaper_drops_actions_that_cost_more():

@@ -24,7 +24,7 @@ Example:
   ('skip_connect', 0)
 """
 
-from nat_keras.cells.cell_graph import arch_graph_to_genotype, genotype_to_arch_graph
+from nat_keras.cells.cell_graph import arch_graph_to_genotype, cell_copies, genotype_to_arch_graph
 from nat_keras.cells.cell_plan import apply_plan_to_genotype, genotype_actions
 from nat_keras.cells.genotype import CELLS, Genotype, GenotypeError, fully_concat, loose_end_concat
 from nat_keras.cells.network import build_network, reduction_cells
@@ -74,6 +74,7 @@ __all__ = [
     "apply_plan_to_genotype",
     "arch_graph_to_genotype",
     "build_network",
+    "cell_copies",
     "from_vocab",
     "fully_concat",
     "genotype_actions",

@@ -14,7 +14,10 @@ so that the policy and plans work on cells as on any encoded model:
   there); every other entry is a unit edge whose op is the op's
   `nat_keras.ops` name (`skip_connect` is "skip", sized ops keep their
   names), with stride 2 on the edges from the inputs of a reduction cell, and
-  params / MACs of the `operations` layers (`op_cost`).
+  params / MACs of the `operations` layers (`op_cost`): of one cell, or
+  with `num_cells` summed over every copy of the cell in the network
+  (`Edge.copies`), since one normal-cell edge stands for an op in each
+  normal cell, at that cell's channels and resolution.
 
 Legal actions of a unit edge: keep; skip (O -> S) unless it is a skip
 already; none (O -> N: every cell node has a second input edge, which is the
@@ -40,6 +43,7 @@ from collections.abc import Sequence
 
 from nat_keras import ops
 from nat_keras.cells.genotype import CELLS, Entry, Genotype, GenotypeError
+from nat_keras.cells.network import reduction_cells
 from nat_keras.cells.operations import ALL_OPS, NULL, SKIP_CONNECT, from_vocab, op_cost, to_vocab
 from nat_keras.graph.arch_graph import (
     IDENTITY,
@@ -52,6 +56,7 @@ from nat_keras.graph.arch_graph import (
     Edge,
     Node,
 )
+from nat_keras.graph.costs import Cost
 
 INPUT_IDS = ("c_{k-2}", "c_{k-1}")
 OUTPUT_ID = "c_{k}"
@@ -63,11 +68,19 @@ def _index_node(index: int, prefix: str) -> str:
     return prefix + (INPUT_IDS[index] if index < 2 else f"node{index - 2}")
 
 
+def _copies_cost(op: str, stride: int, copies: Sequence[tuple[int, int]], affine: bool) -> Cost:
+    """What cell op `op` costs summed over an edge's copies ((channels, input height) each)."""
+    total = Cost(0, 0)
+    for channels, height in copies:
+        total = total + op_cost(op, channels, strides=stride, spatial=height, affine=affine)
+    return total
+
+
 def _edge_actions(
-    op: str, stride: int, channels: int, spatial: int, affine: bool, only_cheaper: bool
+    op: str, stride: int, copies: Sequence[tuple[int, int]], affine: bool, only_cheaper: bool
 ) -> tuple[str, ...]:
     """NAT's legal actions for a unit edge carrying cell op `op` (see module docstring)."""
-    own = op_cost(op, channels, strides=stride, spatial=spatial, affine=affine)
+    own = _copies_cost(op, stride, copies, affine)
     candidates = [ops.KEEP, ops.NONE]
     if op != SKIP_CONNECT:
         candidates.append(ops.SKIP)
@@ -75,12 +88,38 @@ def _edge_actions(
     actions = []
     for action in candidates:
         if only_cheaper and action not in (ops.KEEP, ops.NONE):
-            target = SKIP_CONNECT if action == ops.SKIP else action
-            new = op_cost(target, channels, strides=stride, spatial=spatial, affine=affine)
+            new = _copies_cost(SKIP_CONNECT if action == ops.SKIP else action, stride, copies, affine)
             if new.params > own.params or new.macs > own.macs:
                 continue
         actions.append(action)
     return tuple(a for a in ops.ACTIONS if a in actions)
+
+
+def _half(size: int) -> int:
+    return -(-size // 2)
+
+
+def cell_copies(num_cells: int, channels: int, spatial: int) -> dict[str, tuple[tuple[int, int], ...]]:
+    """(channels, input height) of each normal and each reduction cell of a cell network.
+
+    The layout of `build_network(..., channels=channels, num_cells=num_cells)`
+    on `spatial` x `spatial` images: channels double and the resolution
+    halves at each reduction cell (`reduction_cells`).
+
+    Example:
+      >>> cell_copies(5, 8, 32)
+      {'normal': ((8, 32), (16, 16), (32, 8)), 'reduce': ((16, 32), (32, 16))}
+    """
+    copies: dict[str, list[tuple[int, int]]] = {which: [] for which in CELLS}
+    reductions = reduction_cells(num_cells)
+    for index in range(num_cells):
+        if index in reductions:
+            channels *= 2
+            copies["reduce"].append((channels, spatial))
+            spatial = _half(spatial)
+        else:
+            copies["normal"].append((channels, spatial))
+    return {which: tuple(found) for which, found in copies.items()}
 
 
 def _cell_parts(
@@ -88,16 +127,22 @@ def _cell_parts(
     concat: Sequence[int],
     *,
     reduction: bool,
-    channels: int,
-    spatial: int,
+    copies: Sequence[tuple[int, int]],
     affine: bool,
     only_cheaper: bool,
     prefix: str,
 ) -> tuple[list[Node], list[Edge]]:
-    """Nodes and edges of one cell (see the module docstring)."""
-    out_spatial = -(-spatial // 2) if reduction else spatial
+    """Nodes and edges of one cell (see the module docstring).
+
+    `copies` holds the (channels, input height) of each copy of the cell in
+    the network; the shapes are those of the first, the costs sum over all.
+    """
+    channels, spatial = copies[0]
+    out_spatial = _half(spatial) if reduction else spatial
     in_shape = (spatial, spatial, channels)
     out_shape = (out_spatial, out_spatial, channels)
+    # The copies of an edge from an intermediate node run at the cell's output resolution.
+    inner_copies = tuple((c, _half(h) if reduction else h) for c, h in copies)
     num_nodes = len(entries) // 2
     nodes = [Node(id=prefix + i, shape=in_shape, merge=MERGE_INPUT, layer=prefix + i) for i in INPUT_IDS]
     nodes += [
@@ -114,10 +159,13 @@ def _cell_parts(
             is_output=True,
         )
     )
+    # One copy at the shapes' size needs no list (`Edge.copies`).
+    listed = len(copies) > 1
     edges: list[Edge] = []
     for position, (op, index) in enumerate(entries):
         node, slot = divmod(position, 2)
         stride = 2 if reduction and index < 2 else 1
+        edge_copies = tuple(copies) if index < 2 else inner_copies
         common = {
             "id": f"{prefix}node{node}_edge{slot}",
             "src": _index_node(index, prefix),
@@ -125,18 +173,17 @@ def _cell_parts(
             "input_shape": in_shape if index < 2 else out_shape,
             "output_shape": out_shape,
             "stride": stride,
+            "copies": edge_copies if listed else (),
         }
         if op == NULL:
             actions = (ops.KEEP, ops.SKIP)
-            if only_cheaper and op_cost(SKIP_CONNECT, channels, strides=stride, spatial=spatial).params:
+            if only_cheaper and _copies_cost(SKIP_CONNECT, stride, edge_copies, True).params:
                 actions = (ops.KEEP,)
             edges.append(Edge(**common, slot=-1, kind=PLACEHOLDER, op=ops.NULL, actions=actions))
             continue
-        cost = op_cost(
-            op, channels, strides=stride, spatial=spatial if index < 2 else out_spatial, affine=affine
-        )
+        cost = _copies_cost(op, stride, edge_copies, affine)
         parsed = ops.parse_op(op)
-        bn = (4 if affine else 2) * channels if cost.params else 0
+        bn = (4 if affine else 2) * sum(c for c, _ in edge_copies) if cost.params else 0
         edges.append(
             Edge(
                 **common,
@@ -150,9 +197,7 @@ def _cell_parts(
                 # What a NAT++ replacement swaps out: the op without its (last) BN.
                 primary_params=cost.params - bn,
                 macs=cost.macs,
-                actions=_edge_actions(
-                    op, stride, channels, spatial if index < 2 else out_spatial, affine, only_cheaper
-                ),
+                actions=_edge_actions(op, stride, edge_copies, affine, only_cheaper),
             )
         )
     for slot, index in enumerate(concat):
@@ -182,6 +227,7 @@ def genotype_to_arch_graph(
     spatial: int = 32,
     affine: bool = True,
     only_cheaper: bool = False,
+    num_cells: int | None = None,
     name: str = "genotype",
 ) -> ArchGraph:
     """One cell (or both) of `genotype` as NAT's DAG.
@@ -198,6 +244,19 @@ def genotype_to_arch_graph(
       affine: cost the ops with affine BN (the final network) or not (the
         supernet).
       only_cheaper: keep only actions that cost no more than the edge's op.
+      num_cells: cost each edge as all its copies in the network of
+        `build_network(genotype, channels=channels, num_cells=num_cells)` on
+        `spatial`-sized images (`cell_copies`: every normal cell at its own
+        channels and resolution, likewise the reduction cells), so that a
+        budget on the graph is a budget on that network; the shapes are
+        then those of the first copy. A cell the network has none of is
+        costed as one copy at `channels`. Default: one copy of each cell at
+        `channels` and `spatial`, what the cell alone costs. Either way the
+        cells' input preprocessing is not an edge and costs nothing here:
+        the network has it only for inputs that a non-null op reads, so a
+        plan that makes a cell read c_{k-2} for the first time (a skip added
+        in VGG, ResBlock or MobileNetV2) costs the network a 1x1 conv (or
+        FactorizedReduce) per cell more than the graph says.
       name: the graph's name (part of its fingerprint, hence of plans).
 
     Returns:
@@ -213,6 +272,9 @@ def genotype_to_arch_graph(
         raise ValueError(f"cell must be 'normal', 'reduce' or 'both', got {cell!r}.")
     if channels < 2 or channels % 2:
         raise ValueError(f"channels must be even and >= 2 (FactorizedReduce halves it), got {channels}.")
+    if num_cells is not None and num_cells < 1:
+        raise ValueError(f"num_cells must be >= 1 (or None: one copy of each cell), got {num_cells}.")
+    layout = cell_copies(num_cells, channels, spatial) if num_cells is not None else {}
     nodes: list[Node] = []
     edges: list[Edge] = []
     for which in cells:
@@ -221,8 +283,7 @@ def genotype_to_arch_graph(
             entries,
             concat,
             reduction=which == "reduce",
-            channels=channels,
-            spatial=spatial,
+            copies=layout.get(which) or ((channels, spatial),),
             affine=affine,
             only_cheaper=only_cheaper,
             prefix=f"{which}/" if cell == "both" else "",
@@ -316,4 +377,4 @@ def arch_graph_to_genotype(graph: ArchGraph, reduce_graph: ArchGraph | None = No
     return Genotype(normal[0], normal[1], reduce[0], reduce[1])
 
 
-__all__ = ["EDGE_ID", "INPUT_IDS", "OUTPUT_ID", "arch_graph_to_genotype", "genotype_to_arch_graph"]
+__all__ = ["EDGE_ID", "INPUT_IDS", "OUTPUT_ID", "arch_graph_to_genotype", "cell_copies", "genotype_to_arch_graph"]

@@ -90,6 +90,7 @@ def apply_plan_to_genotype(
     spatial: int = 32,
     affine: bool = True,
     only_cheaper: bool = False,
+    num_cells: int | None = None,
     name: str = "genotype",
 ) -> Genotype:
     """The genotype that `plan` makes of `genotype`.
@@ -105,8 +106,8 @@ def apply_plan_to_genotype(
       genotype: the source cells.
       plan: a `nat_keras.TransformPlan`, or a mapping edge id -> action (an
         action of `nat_keras.ops.ACTIONS`).
-      cell / channels / spatial / affine / only_cheaper / name: as for
-        `genotype_to_arch_graph`.
+      cell / channels / spatial / affine / only_cheaper / num_cells / name:
+        as for `genotype_to_arch_graph`.
 
     Returns:
       The transformed genotype: keep leaves the op, skip makes it
@@ -128,6 +129,7 @@ def apply_plan_to_genotype(
         spatial=spatial,
         affine=affine,
         only_cheaper=only_cheaper,
+        num_cells=num_cells,
         name=name,
     )
     if isinstance(plan, TransformPlan):

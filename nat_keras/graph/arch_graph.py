@@ -98,6 +98,11 @@ class Edge:
       primary_params: the part of `params` in the primary op (what a NAT++
         replacement swaps out).
       macs: multiply-adds of the conv / dense ops of the unit.
+      copies: for cell edges (library "darts"), the (channels, input height)
+        of each copy of the edge in the network the graph stands for: a
+        cell graph's edge is repeated in every cell of its type, and
+        `params` / `macs` sum over the copies. Empty: one copy, the edge as
+        its shapes say.
       protected: stem, head, shared or opaque edges are never transformed.
       actions: legal actions (names from `ops.ACTIONS`); always has "keep".
       note: why the edge is protected or restricted, for humans.
@@ -122,6 +127,7 @@ class Edge:
     params: int = 0
     primary_params: int = 0
     macs: int = 0
+    copies: tuple[tuple[int, int], ...] = ()
     protected: bool = False
     actions: tuple[str, ...] = (ops.KEEP,)
     note: str = ""
@@ -304,4 +310,5 @@ def _edge_fields(data: dict[str, Any]) -> dict[str, Any]:
         "input_shape": _shape(data.get("input_shape", ())),
         "output_shape": _shape(data.get("output_shape", ())),
         "actions": tuple(data.get("actions", (ops.KEEP,))),
+        "copies": tuple(tuple(copy) for copy in data.get("copies", ())),
     }

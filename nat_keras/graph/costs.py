@@ -260,11 +260,17 @@ def edge_cost_after(edge: Edge, action: str) -> Cost | None:
 def _darts_cost_after(edge: Edge, action: str) -> Cost:
     """A cell edge's cost with a whole DARTS op in place (its own BN included).
 
-    Costs are those of the standalone network, whose BN is affine.
+    Costs are those of the standalone network, whose BN is affine, summed
+    over the edge's copies in the network (`Edge.copies`).
     """
-    channels, spatial = edge.input_shape[-1], tuple(edge.input_shape[:2])
     op = ops.IDENTITY if action == ops.SKIP else action  # stride 2: FactorizedReduce
-    return cell_op_cost(op, channels, strides=edge.stride, spatial=spatial)
+    if not edge.copies:
+        channels, spatial = edge.input_shape[-1], tuple(edge.input_shape[:2])
+        return cell_op_cost(op, channels, strides=edge.stride, spatial=spatial)
+    total = Cost(0, 0)
+    for channels, height in edge.copies:
+        total = total + cell_op_cost(op, channels, strides=edge.stride, spatial=height)
+    return total
 
 
 def cell_op_cost(

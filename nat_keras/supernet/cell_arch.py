@@ -58,6 +58,10 @@ class CellArchCodec:
       channels: C of the first cells, which the graphs are costed for.
       spatial: the input resolution, which the graphs are costed for.
       owner: the supernet's name, for messages.
+      num_cells: the supernet's depth: a graph edge costs what its copies
+        in every cell of its type cost (`genotype_to_arch_graph(num_cells=
+        ...)`), so budgets hold for the network, not for one cell. None:
+        one copy of each cell at C.
 
     Example:
       >>> codec.to_genotype(codec.to_arch(PUBLISHED["DARTS"])) == PUBLISHED["DARTS"]
@@ -71,6 +75,7 @@ class CellArchCodec:
     channels: int
     spatial: int
     owner: str
+    num_cells: int | None = None
 
     @functools.cached_property
     def op_index(self) -> dict[str, int]:
@@ -81,8 +86,8 @@ class CellArchCodec:
     def graph_kwargs(self) -> dict[str, Any]:
         """The `genotype_to_arch_graph` arguments of this supernet's graphs.
 
-        Both cells, costed for the first cells (C channels, input
-        resolution, affine-free BN).
+        Both cells, each edge costed as its copies in the supernet's
+        network (`num_cells`; affine-free BN), shapes of the first copy.
 
         Example:
           >>> apply_plan_to_genotype(genotype, plan, **codec.graph_kwargs)
@@ -92,6 +97,7 @@ class CellArchCodec:
             "channels": self.channels,
             "spatial": self.spatial,
             "affine": False,
+            "num_cells": self.num_cells,
             "name": GRAPH_NAME,
         }
 

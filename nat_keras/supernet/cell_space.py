@@ -140,7 +140,14 @@ class CellSupernet(Supernet):
         self._specs = layout_cells(self.num_cells, self.channels, self.image_shape[:2])
         # How arch vectors, genotypes, graphs and plans correspond (cell_arch).
         self.arch_codec = CellArchCodec(
-            self.op_list, self.num_nodes, concat, space, self.channels, self.image_shape[0], self.name
+            self.op_list,
+            self.num_nodes,
+            concat,
+            space,
+            self.channels,
+            self.image_shape[0],
+            self.name,
+            num_cells=self.num_cells,
         )
 
         # Layers are built with explicit shapes (no dummy forward pass): every
@@ -331,8 +338,9 @@ class CellSupernet(Supernet):
         """The ArchGraph a policy transforms for input `genotype`.
 
         Both cells in one graph (`genotype_to_arch_graph(cell="both")`, edge
-        ids "normal/node{i}_edge{slot}"), costed for the first cells (C
-        channels, input resolution, affine-free BN). Each edge offers only the
+        ids "normal/node{i}_edge{slot}"), each edge costed as all its copies
+        in this supernet's cells (affine-free BN), so a `Budget` holds for
+        the whole network. Each edge offers only the
         actions of `space` whose result is in `op_list`, so every plan
         drawn from it runs on this supernet.
 
