@@ -53,3 +53,19 @@ def test_a_history_ahead_of_the_checkpoint_is_cut_back(environment, tmp_path):
 def test_without_a_directory_the_history_covers_the_run(environment):
     history = NATSearch(environment, Policy(space="nat", seed=0), config=CONFIG).run(verbose=0)
     assert len(history.reward) == 2 and history.evaluations == sum(history.epoch_evaluations) > 0
+
+
+def test_a_compact_budget_is_learned_by_sampling_within_it_or_by_penalty(environment):
+    compact = nat_keras.Budget(macs_ratio=0.5)
+    within = dataclasses.replace(CONFIG, budget=compact)
+    history = NATSearch(environment, Policy(space="nat", seed=0), config=within).run(verbose=0)
+    assert max(history.cost_ratio) <= 0.5
+    # By penalty: the same plans as an unconstrained search (within Budget()), rewards lowered.
+    plain = NATSearch(environment, Policy(space="nat", seed=0), config=CONFIG).run(verbose=0)
+    penalized = dataclasses.replace(CONFIG, budget=compact, cost_penalty=1.0)
+    history = NATSearch(environment, Policy(space="nat", seed=0), config=penalized).run(verbose=0)
+    assert history.cost_ratio[0] == plain.cost_ratio[0] > 0.5
+    assert history.reward[0] < plain.reward[0]
+    assert SearchConfig.from_dict(json.loads(json.dumps(penalized.to_dict()))) == penalized
+    with pytest.raises(ValueError, match="cost_penalty"):
+        SearchConfig(cost_penalty=-1.0)

@@ -49,6 +49,16 @@ class SearchConfig:
       reinforce: the policy-gradient settings (m, n, Adam, baseline, entropy).
       seed: seeds input-architecture and plan sampling.
       checkpoint_every: epochs between checkpoints.
+      budget: the budget the policy learns under (None: `Budget()`, NAT's
+        "no extra cost"). The plans of a policy pass meet it (cost-aware
+        sampling: resampled, then shrunk by `fit_to_budget`), so the policy
+        is rewarded for plans it could return.
+      cost_penalty: > 0 learns a compact budget by penalty instead: plans
+        are sampled within `Budget()` only, and each reward loses
+        `cost_penalty` times the plan's relative excess over `budget`'s
+        limits (the larger of params and MACs); `derive` still shrinks
+        what it returns to `budget`. `benchmarks/policy_known_reward.py
+        --macs_ratio` compares the two.
     """
 
     epochs: int = 100
@@ -57,13 +67,37 @@ class SearchConfig:
     reinforce: ReinforceConfig = dataclasses.field(default_factory=ReinforceConfig)
     seed: int = 0
     checkpoint_every: int = 1
+    budget: Budget | None = None
+    cost_penalty: float = 0.0
+
+    def __post_init__(self):
+        if not self.cost_penalty >= 0:
+            raise ValueError(f"SearchConfig.cost_penalty must be >= 0, got {self.cost_penalty}.")
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "reinforce": self.reinforce.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
-        return cls(**{**data, "reinforce": ReinforceConfig.from_dict(data.get("reinforce", {}))})
+        budget = data.get("budget")
+        return cls(
+            **{
+                **data,
+                "reinforce": ReinforceConfig.from_dict(data.get("reinforce", {})),
+                "budget": Budget.from_dict(budget) if budget is not None else None,
+            }
+        )
+
+
+def budget_excess(graph: ArchGraph, plan: TransformPlan, budget: Budget) -> float:
+    """How far `plan` is over `budget`: max(0, cost / limit - 1), the larger of params and MACs.
+
+    Example:
+      >>> budget_excess(graph, TransformPlan.keep_all(graph), Budget(macs_ratio=0.5))  # about 1.0
+    """
+    limit = budget.limits(cost(graph))
+    planned = plan_cost(graph, plan)
+    return max(0.0, planned.params / max(limit.params, 1) - 1.0, planned.macs / max(limit.macs, 1) - 1.0)
 
 
 _PER_EPOCH = ("reward", "baseline", "entropy", "cost_ratio", "epoch_evaluations")
@@ -220,12 +254,17 @@ class NATSearch:
             print(f"Epoch {epoch + 1}/{config.epochs}: policy")
         sums = {"reward": 0.0, "baseline": 0.0, "entropy": 0.0, "cost_ratio": 0.0}
         evaluations = 0
+        budget = config.budget or Budget()
+        sample_budget = Budget() if config.cost_penalty else budget
         for step in range(config.policy_steps):
             rng = np.random.default_rng((config.seed, epoch, step))
             graphs = self.environment.input_graphs(rng, m)
-            plans = [self.policy.sample_many(g, n, seed=rng) for g in graphs]
+            plans = [self.policy.sample_many(g, n, seed=rng, budget=sample_budget) for g in graphs]
             rewards = np.stack([self.environment.rewards(g, p) for g, p in zip(graphs, plans)])
             evaluations += rewards.size
+            if config.cost_penalty:
+                excess = [[budget_excess(g, p, budget) for p in ps] for g, ps in zip(graphs, plans)]
+                rewards = rewards - config.cost_penalty * np.asarray(excess, dtype=rewards.dtype)
             stats = self.learner.update(graphs, plans, rewards)
             ratio = np.mean(
                 [plan_cost(g, p).macs / max(cost(g).macs, 1) for g, ps in zip(graphs, plans) for p in ps]
