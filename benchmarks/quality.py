@@ -202,16 +202,34 @@ def source_model(
     return result.model, cache.put(key, values)
 
 
+def row_key(settings: Settings, name: str, budget: str, method: str, seed: int) -> dict[str, Any]:
+    """What determines one row: its input, budget, method and seed, and the settings.
+
+    `Settings.seed` (the source's seed) goes in as "source_seed": under
+    "seed" it would overwrite the row's own seed, and every seed would read
+    seed 0's row from the cache.
+
+    Example:
+      >>> row_key(PRESETS["cpu"], "resnet20", "equal", "nat", 1)["seed"]
+      1
+    """
+    shared = {
+        f.name: getattr(settings, f.name)
+        for f in dataclasses.fields(Settings)
+        if f.name not in ("inputs", "methods", "budgets", "seeds", "seed")
+    }
+    return {
+        "part": "row", "input": name, "budget": budget, "method": method, "seed": int(seed),
+        **shared, "source_seed": settings.seed,
+    }  # fmt: skip
+
+
 def method_row(
     settings: Settings, source: keras.Model, name: str, budget: str, method: str, seed: int,
     run_dir: pathlib.Path, cache: RowCache,
 ) -> dict[str, Any]:  # fmt: skip
     """One (input, budget, method, seed) row: the plan chosen, fine-tuned, tested."""
-    key = {
-        "part": "row", "input": name, "budget": budget, "method": method, "seed": seed,
-        **{f.name: getattr(settings, f.name) for f in dataclasses.fields(Settings)
-           if f.name not in ("inputs", "methods", "budgets", "seeds")},
-    }  # fmt: skip
+    key = row_key(settings, name, budget, method, seed)
     row = cache.get(key)
     if row is not None:
         print(f"{name} {budget} {method} seed {seed}: cached, test accuracy {row['test_accuracy']:.4f}")

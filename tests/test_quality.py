@@ -26,6 +26,14 @@ def _row(method, seed, accuracy, *, budget="equal", macs=100):
     }  # fmt: skip
 
 
+def test_each_seed_has_its_own_row():
+    """The source's seed (Settings.seed) must not overwrite the row's seed in the cache key."""
+    settings = quality.PRESETS["smoke"].replace(seed=0)
+    keys = [quality.row_key(settings, "resnet8", "equal", "nat", seed) for seed in (0, 1)]
+    assert [k["seed"] for k in keys] == [0, 1] and keys[0] != keys[1]
+    assert keys[0]["source_seed"] == keys[1]["source_seed"] == 0
+
+
 def test_summary_gives_mean_and_spread_and_the_original_once():
     rows = [
         _row("original", 0, 0.90),
