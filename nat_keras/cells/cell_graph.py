@@ -377,4 +377,11 @@ def arch_graph_to_genotype(graph: ArchGraph, reduce_graph: ArchGraph | None = No
     return Genotype(normal[0], normal[1], reduce[0], reduce[1])
 
 
-__all__ = ["EDGE_ID", "INPUT_IDS", "OUTPUT_ID", "arch_graph_to_genotype", "cell_copies", "genotype_to_arch_graph"]
+__all__ = [
+    "EDGE_ID",
+    "INPUT_IDS",
+    "OUTPUT_ID",
+    "arch_graph_to_genotype",
+    "cell_copies",
+    "genotype_to_arch_graph",
+]
