@@ -248,6 +248,7 @@ def to_graph_tensor(graph: ArchGraph) -> tfgnn.GraphTensor:
             "actions": _column([_json(e.actions) for e in edges], tf.string),
             "note": _column([e.note for e in edges], tf.string),
             "library": _column([e.library for e in edges], tf.string),
+            "copies": _column([_json(e.copies) for e in edges], tf.string),
             "op_index": _column([op_index(e.op) for e in edges], tf.int64),
             "kind_index": _column([_kind_index(graph, e) for e in edges], tf.int64),
             "log_params": _column([math.log1p(e.params) for e in edges], tf.float32),
@@ -427,6 +428,10 @@ def _string_tuples(tensor: tf.Tensor) -> list[tuple[str, ...]]:
     return [_string_tuple(text) for text in _strings(tensor)]
 
 
+def _int_pairs(tensor: tf.Tensor) -> list[tuple[tuple[int, int], ...]]:
+    return [tuple(tuple(int(v) for v in pair) for pair in json.loads(text)) for text in _strings(tensor)]
+
+
 # How to read each record feature back. Feature names are the Node / Edge
 # field names (Edge.src / Edge.dst come from the adjacency), so the test can
 # check that every dataclass field is stored.
@@ -461,6 +466,7 @@ EDGE_RECORD_FEATURES = {
     "actions": _string_tuples,
     "note": _strings,
     "library": _strings,
+    "copies": _int_pairs,
 }
 
 
