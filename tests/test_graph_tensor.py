@@ -17,6 +17,7 @@ import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
 from nat_keras import ops
+from nat_keras.cells import PUBLISHED, genotype_to_arch_graph
 from nat_keras.errors import NatKerasError
 from nat_keras.graph.arch_graph import MERGES, ArchGraph, Edge, Node
 from nat_keras.policy import (
@@ -197,7 +198,12 @@ def empty_graph() -> ArchGraph:
     return ArchGraph("empty", (), (), (), ())
 
 
-GRAPHS = {"small": small_graph, "no_edges": no_edge_graph, "empty": empty_graph}
+def cell_graph() -> ArchGraph:
+    """Both DARTS cells, each edge costed over its copies in a 5-cell network (Edge.copies)."""
+    return genotype_to_arch_graph(PUBLISHED["DARTS"], cell="both", channels=8, spatial=16, num_cells=5)
+
+
+GRAPHS = {"small": small_graph, "no_edges": no_edge_graph, "empty": empty_graph, "cell": cell_graph}
 
 
 @pytest.fixture(scope="module")
