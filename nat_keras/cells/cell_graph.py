@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from nat_keras import ops
 from nat_keras.cells.genotype import CELLS, Entry, Genotype, GenotypeError
 from nat_keras.cells.network import reduction_cells
-from nat_keras.cells.operations import ALL_OPS, NULL, SKIP_CONNECT, from_vocab, op_cost, to_vocab
+from nat_keras.cells.operations import ALL_OPS, NULL, SKIP_CONNECT, from_vocab, to_vocab
 from nat_keras.graph.arch_graph import (
     IDENTITY,
     MERGE_CONCAT,
@@ -56,7 +56,7 @@ from nat_keras.graph.arch_graph import (
     Edge,
     Node,
 )
-from nat_keras.graph.costs import Cost
+from nat_keras.graph.costs import Cost, cell_op_cost_over
 
 INPUT_IDS = ("c_{k-2}", "c_{k-1}")
 OUTPUT_ID = "c_{k}"
@@ -69,11 +69,8 @@ def _index_node(index: int, prefix: str) -> str:
 
 
 def _copies_cost(op: str, stride: int, copies: Sequence[tuple[int, int]], affine: bool) -> Cost:
-    """What cell op `op` costs summed over an edge's copies ((channels, input height) each)."""
-    total = Cost(0, 0)
-    for channels, height in copies:
-        total = total + op_cost(op, channels, strides=stride, spatial=height, affine=affine)
-    return total
+    """What cell op `op` (a genotype name) costs summed over an edge's copies."""
+    return cell_op_cost_over(to_vocab(op), copies, strides=stride, affine=affine)
 
 
 def _edge_actions(

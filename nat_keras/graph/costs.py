@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from nat_keras import ops
@@ -153,9 +154,7 @@ class Budget:
 # Op-level costs, used by the encoder (legality) and the plan cost.
 
 
-def conv_macs(
-    positions: int, kernel: int | tuple[int, ...], c_in: int, c_out: int, groups: int = 1
-) -> int:
+def conv_macs(positions: int, kernel: int | tuple[int, ...], c_in: int, c_out: int, groups: int = 1) -> int:
     """Multiply-adds of a conv: positions * k_h * k_w * C_in * C_out / groups.
 
     The one MAC formula of nat_keras: a dense layer is a 1x1 conv over its
@@ -267,9 +266,21 @@ def _darts_cost_after(edge: Edge, action: str) -> Cost:
     if not edge.copies:
         channels, spatial = edge.input_shape[-1], tuple(edge.input_shape[:2])
         return cell_op_cost(op, channels, strides=edge.stride, spatial=spatial)
+    return cell_op_cost_over(op, edge.copies, strides=edge.stride)
+
+
+def cell_op_cost_over(
+    op: str, copies: Sequence[tuple[int, int]], *, strides: int = 1, affine: bool = True
+) -> Cost:
+    """`cell_op_cost` summed over copies of one cell edge, each (channels, input height).
+
+    Example:
+      >>> cell_op_cost_over("conv_3x3", [(16, 8), (32, 4)]).macs == 147456 * 2
+      True
+    """
     total = Cost(0, 0)
-    for channels, height in edge.copies:
-        total = total + cell_op_cost(op, channels, strides=edge.stride, spatial=height)
+    for channels, height in copies:
+        total = total + cell_op_cost(op, channels, strides=strides, spatial=height, affine=affine)
     return total
 
 

@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from nat_keras.graph import cost
 from nat_keras.graph.arch_graph import ArchGraph
-from nat_keras.graph.costs import Budget
+from nat_keras.graph.costs import Budget, Cost
 from nat_keras.plan import TransformPlan, plan_cost
 from nat_keras.policy.policy import Policy
 from nat_keras.policy.reinforce import Reinforce, ReinforceConfig
@@ -89,14 +89,13 @@ class SearchConfig:
         )
 
 
-def budget_excess(graph: ArchGraph, plan: TransformPlan, budget: Budget) -> float:
-    """How far `plan` is over `budget`: max(0, cost / limit - 1), the larger of params and MACs.
+def budget_excess(planned: Cost, limit: Cost) -> float:
+    """How far a plan costing `planned` is over `limit`: max(0, cost / limit - 1), params or MACs.
 
     Example:
-      >>> budget_excess(graph, TransformPlan.keep_all(graph), Budget(macs_ratio=0.5))  # about 1.0
+      >>> budget_excess(Cost(10, 150), Budget(macs_ratio=0.5).limits(Cost(10, 100)))
+      2.0
     """
-    limit = budget.limits(cost(graph))
-    planned = plan_cost(graph, plan)
     return max(0.0, planned.params / max(limit.params, 1) - 1.0, planned.macs / max(limit.macs, 1) - 1.0)
 
 
@@ -263,7 +262,11 @@ class NATSearch:
             rewards = np.stack([self.environment.rewards(g, p) for g, p in zip(graphs, plans)])
             evaluations += rewards.size
             if config.cost_penalty:
-                excess = [[budget_excess(g, p, budget) for p in ps] for g, ps in zip(graphs, plans)]
+                limits = [budget.limits(cost(g)) for g in graphs]
+                excess = [
+                    [budget_excess(plan_cost(g, p), limit) for p in ps]
+                    for g, ps, limit in zip(graphs, plans, limits)
+                ]
                 rewards = rewards - config.cost_penalty * np.asarray(excess, dtype=rewards.dtype)
             stats = self.learner.update(graphs, plans, rewards)
             ratio = np.mean(
