@@ -99,3 +99,21 @@ def test_functional_switch_case_runs_only_the_chosen_branch_in_a_graph():
     assert int(pick(tf.constant(1))) == 20 and int(pick(tf.constant(2))) == 30
     graph = pick.get_concrete_function(tf.TensorSpec([], tf.int32)).graph.as_graph_def()
     assert any(node.op in ("Case", "StatelessCase") for node in graph.node)
+
+
+def test_without_tf_global_seed_ignores_the_global_seed_and_puts_it_back():
+    tf.random.set_seed(5)
+    tf.random.uniform([2])
+    expected_next = tf.random.uniform([2]).numpy()
+    tf.random.set_seed(5)
+    tf.random.uniform([2])
+    with compat.without_tf_global_seed():
+        inside = list(tf.data.Dataset.range(50).shuffle(50, seed=0).take(5).as_numpy_iterator())
+    # The user's unseeded ops continue their sequence as if nothing had happened.
+    np.testing.assert_array_equal(tf.random.uniform([2]).numpy(), expected_next)
+    tf.random.set_seed(6)
+    with compat.without_tf_global_seed():
+        again = list(tf.data.Dataset.range(50).shuffle(50, seed=0).take(5).as_numpy_iterator())
+    assert inside == again
+    outside = list(tf.data.Dataset.range(50).shuffle(50, seed=0).take(5).as_numpy_iterator())
+    assert outside != inside  # the global seed 6 is back in force

@@ -90,6 +90,21 @@ def test_digits_are_deterministic_for_a_seed_and_differ_across_seeds():
     assert first.num_weights_examples == other.num_weights_examples
 
 
+def test_batches_do_not_depend_on_a_global_seed_set_earlier_in_the_process():
+    # A benchmark process sets the global seed whenever it trains; the data of
+    # a row must not depend on which row ran before it.
+    def first_batches(global_seed: int | None) -> list[np.ndarray]:
+        if global_seed is not None:
+            tf.random.set_seed(global_seed)
+        splits = data.load_splits("digits", batch_size=BATCH, seed=3)
+        return [x.numpy() for part in (splits.train, splits.weights) for x, _ in part.take(1)]
+
+    fresh, after_1, after_2 = first_batches(None), first_batches(1), first_batches(2)
+    for batches in (after_1, after_2):
+        for expected, actual in zip(fresh, batches):
+            np.testing.assert_array_equal(expected, actual)
+
+
 def test_train_examples_takes_a_seeded_subset_and_leaves_the_test_split_whole():
     full = data.load_splits("digits", augment=False)
     small = data.load_splits("digits", augment=False, train_examples=300)

@@ -15,7 +15,9 @@ size / 0.875, centre crop) and standardised.
 All randomness is stateless and seeded per example from one
 `tf.data.Dataset.random(seed)` stream, so a pipeline built twice with the
 same seed yields the same batches, epoch after epoch, while each epoch
-differs from the last.
+differs from the last. The shuffle and that stream are built as in a fresh
+process (`compat.without_tf_global_seed`), so they depend on `seed` alone,
+not on a global seed that `keras.utils.set_random_seed` left behind.
 
 Example:
   >>> import tensorflow as tf
@@ -31,6 +33,8 @@ from collections.abc import Callable
 from typing import Literal
 
 import tensorflow as tf
+
+from nat_keras import compat
 
 # ImageNet evaluation resizes the shorter side to size / 0.875 (256 for 224)
 # and takes the central square: the usual protocol.
@@ -355,11 +359,13 @@ def batched(
     if cache:
         dataset = dataset.cache()
     if shuffle:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        with compat.without_tf_global_seed():  # the order depends on `seed` alone
+            dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if augment:
         # One [2] seed per example; a new stream every epoch, the same streams
         # for the same `seed`.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        with compat.without_tf_global_seed():
+            seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip(dataset, seeds).map(
             lambda example, example_seed: train_example(*example, example_seed, preprocessing),
             num_parallel_calls=autotune,
