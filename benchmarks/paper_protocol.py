@@ -189,14 +189,14 @@ PRESETS: dict[str, Settings] = {
     "cpu": Settings(
         inputs=MAIN_INPUTS, seeds=(0, 1), space="nat", supernet_cells=5, supernet_channels=8,
         search_epochs=6, weight_steps=30, policy_steps=4, policy_inputs=1, policy_samples=4,
-        num_candidates=10, score_batches=4, calibration_size=256, net_cells=5, net_channels=8, recipe="cpu",
+        num_candidates=10, score_batches=16, calibration_size=256, net_cells=5, net_channels=8, recipe="cpu",
         epochs=2, train_batches=150, test_batches=0, **_COMMON,
     ),
     "gpu": Settings(
         inputs=ALL_INPUTS, seeds=(0, 1, 2), space="nat", supernet_cells=8, supernet_channels=20,
         search_epochs=100, weight_steps=375, policy_steps=100, policy_inputs=1, policy_samples=4,
-        num_candidates=10, score_batches=4, calibration_size=256, net_cells=20, net_channels=36, recipe="gpu",
-        epochs=600, train_batches=0, test_batches=0, **_COMMON,
+        num_candidates=10, score_batches=16, calibration_size=256, net_cells=20, net_channels=36,
+        recipe="gpu", epochs=600, train_batches=0, test_batches=0, **_COMMON,
     ),
 }  # fmt: skip
 
