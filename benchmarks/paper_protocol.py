@@ -166,7 +166,11 @@ class Settings:
             "search_seed",
             "batch_size",
         ]
-        return {"structure": structure, **{f: getattr(self, f) for f in fields}}
+        return {
+            "structure": structure,
+            **{f: getattr(self, f) for f in fields},
+            "pipeline": nat_keras.data.PIPELINE_VERSION,  # which data order the seeds gave
+        }
 
     def derive_key(self, name: str, structure: str) -> dict[str, Any]:
         """What determines a derived cell."""
@@ -428,8 +432,8 @@ def train_network(settings: Settings, genotype: Genotype, seed: int) -> dict[str
     """Builds the network of `genotype` and trains it from scratch; test accuracy, params, MACs."""
     # The seed before anything random is made: Keras 3 draws an unseeded
     # initializer's seed from Python's global state when the layer is built,
-    # and the data pipeline's random ops take TF's global seed when created,
-    # so without it two builds of one genotype differ (seen: 0.195 vs 0.203).
+    # so without it two builds of one genotype differ (seen: 0.195 vs 0.203,
+    # when the data pipeline also took TF's global seed).
     keras.utils.set_random_seed(seed)
     splits = load_data(settings)  # fresh datasets: the same data order for every network
     model = build_network(
@@ -599,6 +603,7 @@ def run(settings: Settings, run_dir: str | os.PathLike, *, table_only: bool = Fa
                     "test_batches": settings.test_batches,
                     "batch_size": settings.batch_size,
                     "recipe": settings.training(seed).to_dict(),
+                    "pipeline": nat_keras.data.PIPELINE_VERSION,
                 }
                 row = rows_cache.get(key)
                 if row is None and table_only:

@@ -182,7 +182,7 @@ def source_model(
     key = {
         "part": "source", "input": name, "dataset": settings.dataset,
         "train_examples": settings.train_examples, "epochs": settings.source_epochs,
-        "recipe": settings.recipe, "seed": settings.seed,
+        "recipe": settings.recipe, "seed": settings.seed, "pipeline": nat_keras.data.PIPELINE_VERSION,
     }  # fmt: skip
     path = run_dir / "models" / f"source-{name}-{_digest(key)}.keras"
     row = cache.get(key)
@@ -220,7 +220,7 @@ def row_key(settings: Settings, name: str, budget: str, method: str, seed: int) 
     }
     return {
         "part": "row", "input": name, "budget": budget, "method": method, "seed": int(seed),
-        **shared, "source_seed": settings.seed,
+        **shared, "source_seed": settings.seed, "pipeline": nat_keras.data.PIPELINE_VERSION,
     }  # fmt: skip
 
 

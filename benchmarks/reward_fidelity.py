@@ -227,10 +227,6 @@ def load_data(config: Mapping[str, Any], seed: int) -> tuple[Any, Any, Any, Any]
     Built afresh on each call: the seeded pipeline then yields the same
     batches in the same order, so rows do not depend on what ran before.
     """
-    # tf.data's seeded ops derive their seeds from the global seed too, which
-    # `train` sets: without this, a row's data order depended on the seed of
-    # the row run before it (and on whether one had run at all).
-    keras.utils.set_random_seed(seed)
     splits = nat_keras.data.load_splits(config["dataset"], batch_size=config["batch_size"], seed=seed)
     batch = config["batch_size"]
     weights, trainset, test = splits.weights, splits.train, splits.test
@@ -253,6 +249,7 @@ def source_model(config: Mapping[str, Any], run_dir: pathlib.Path, cache: RowCac
         **{k: config[k] for k in ("model", "dataset", "train_examples", "test_examples", "source_epochs")},
         "batch_size": config["batch_size"],
         "seed": config["seed"],
+        "pipeline": nat_keras.data.PIPELINE_VERSION,  # which data order the seed gave
     }
     path = run_dir / f"source-{_digest(key)}.keras"
     row = cache.get(key)
@@ -533,6 +530,7 @@ def main(argv: list[str]) -> None:
     graph = nat_keras.encode(source)
     supernet_key = {
         "part": "supernet",
+        "pipeline": nat_keras.data.PIPELINE_VERSION,
         "source": source_row["test_accuracy"],  # ties the supernet to this trained source
         **{
             k: config[k]
@@ -644,7 +642,7 @@ def main(argv: list[str]) -> None:
             "learning_rate": config["learning_rate"],
             "test_examples": config["test_examples"],
             "bn": "recalibrated",
-            "data": "global seed set",  # rows of earlier runs saw an order-dependent data order
+            "pipeline": nat_keras.data.PIPELINE_VERSION,
         }
         row = cache.get(key)
         if row is not None:

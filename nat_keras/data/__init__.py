@@ -30,13 +30,14 @@ from nat_keras.data.fashion_mnist import (
     FashionMnistNotFoundError,
     load_fashion_mnist_arrays,
 )
-from nat_keras.data.pipeline import Preprocessing, cutout, pad_and_random_crop
+from nat_keras.data.pipeline import PIPELINE_VERSION, Preprocessing, cutout, pad_and_random_crop
 from nat_keras.data.specs import DATASETS, DatasetSpec, get_spec
 from nat_keras.data.splits import NatSplits, load_splits, split, weight_mask
 from nat_keras.data.tfds_source import DatasetNotPreparedError
 
 __all__ = [
     "DATASETS",
+    "PIPELINE_VERSION",
     "DataConfig",
     "DatasetNotPreparedError",
     "DatasetSpec",
