@@ -39,16 +39,18 @@ Presets (flags given on the command line override them):
 
 - smoke: 2-cell supernet and networks with C=8, 1 search epoch of 2 weight
   steps and 1 policy step (2 plans), 10 training batches, 1 epoch, 4 test
-  batches, DARTS only, seed 0; 1.5-3 min on 2 shared cores, mostly the
-  first traces of the supernet (tests/test_paper_protocol.py runs it). With
-  2 cells both are reduction cells, so changes to the normal cell do not
-  show in the networks' costs.
+  batches, DARTS only, seed 0, NAT and the random-search baseline; 2-4 min on
+  2 shared cores, mostly the first traces of the supernet
+  (tests/test_paper_protocol.py runs it). With 2 cells both are reduction
+  cells, so changes to the normal cell do not show in the networks' costs.
 - cpu: 5-cell supernet with C=8 and 6 search epochs of 30 weight steps and 4
   policy steps (1 input x 4 plans); 5-cell networks with C=8, 2 epochs of 150
   batches of 64 (Recipe.cpu schedule), the full test split; inputs DARTS,
   ResBlock, VGG, Mobilenetv2, ENAS (in that order: the most informative
-  first), seeds 0 and 1. On 2 shared cores about 8 min per search and 2-4
-  min per network, about 1.5-2 h for everything.
+  first), seeds 0 and 1; NAT and the baselines (random search, keras-tuner
+  Bayesian: `BASELINES`). On 2 shared cores about 8 min per search and 2-4
+  min per network, about 3 h for everything (half of it the baselines'
+  networks).
 - gpu: the paper's scale (documented, not run here): the paper's 8-cell
   supernet with C=20 and 100 search epochs, each a pass over the 40% (375
   steps of 64) and 100 policy steps of 1 input x 4 plans (our choice of m,
@@ -88,6 +90,7 @@ from nat_keras.cells import PUBLISHED, TRANSFORMED, Genotype, build_network, ful
 from nat_keras.cells.genotype import loose_end_concat
 from nat_keras.policy import Policy, ReinforceConfig
 from nat_keras.search import NATSearch, SearchConfig, SupernetEnvironment, derive
+from nat_keras.search.baselines import run_method
 from nat_keras.train import Recipe
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -96,6 +99,11 @@ from rows import RowCache, save_provenance, write_csv  # a sibling module, not a
 MAIN_INPUTS = ("DARTS", "ResBlock", "VGG", "Mobilenetv2", "ENAS")
 ALL_INPUTS = MAIN_INPUTS + tuple(name for name in TRANSFORMED if name not in MAIN_INPUTS)
 VARIANTS = ("original", "transformed")
+# Baselines in the cell space (`nat_keras.search.baselines`), run on each input's
+# cell graph with the search's trained supernet. LargeEdge is not among them:
+# a cell graph's edges name no layers (one edge stands for its op in every
+# cell), so `edge_magnitudes` has no kernels to measure.
+BASELINES = ("random", "tuner_bayesian")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +128,9 @@ class Settings:
       train_batches: batches per retraining epoch (0: the whole training split).
       test_batches: test batches scored (0: the whole test split).
       batch_size: batch size of every split.
+      baselines: methods of `BASELINES` run on each input besides NAT, each
+        with NAT's supernet, budget and number of supernet evaluations
+        (`run_method`), and retrained like NAT's cells.
     """
 
     inputs: tuple[str, ...]
@@ -145,6 +156,7 @@ class Settings:
     train_batches: int
     test_batches: int
     batch_size: int
+    baselines: tuple[str, ...] = ()
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -177,6 +189,21 @@ class Settings:
         extra = {"num_candidates": self.num_candidates, "score_batches": self.score_batches}
         return {"input": name, **self.search_key(structure), **extra}
 
+    def search_config(self) -> SearchConfig:
+        """The search's SearchConfig: NAT's alternation, and the budget the baselines match."""
+        return SearchConfig(
+            epochs=self.search_epochs,
+            weight_steps=self.weight_steps,
+            policy_steps=self.policy_steps,
+            reinforce=ReinforceConfig(
+                learning_rate=self.policy_learning_rate,
+                num_inputs=self.policy_inputs,
+                num_samples=self.policy_samples,
+                entropy_weight=self.entropy_weight,
+            ),
+            seed=self.search_seed,
+        )
+
     def training(self, seed: int) -> Recipe:
         """The one retraining recipe (docs/design.md section 8), from scratch."""
         return Recipe.preset(self.recipe, epochs=self.epochs, seed=seed, init="scratch")
@@ -188,13 +215,13 @@ PRESETS: dict[str, Settings] = {
         inputs=("DARTS",), seeds=(0,), space="nat", supernet_cells=2, supernet_channels=8, search_epochs=1,
         weight_steps=2, policy_steps=1, policy_inputs=1, policy_samples=2, num_candidates=10, score_batches=1,
         calibration_size=64, net_cells=2, net_channels=8, recipe="cpu", epochs=1, train_batches=10,
-        test_batches=4, **_COMMON,
+        test_batches=4, baselines=("random",), **_COMMON,
     ),
     "cpu": Settings(
         inputs=MAIN_INPUTS, seeds=(0, 1), space="nat", supernet_cells=5, supernet_channels=8,
         search_epochs=6, weight_steps=30, policy_steps=4, policy_inputs=1, policy_samples=4,
         num_candidates=10, score_batches=16, calibration_size=256, net_cells=5, net_channels=8, recipe="cpu",
-        epochs=2, train_batches=150, test_batches=0, **_COMMON,
+        epochs=2, train_batches=150, test_batches=0, baselines=BASELINES, **_COMMON,
     ),
     "gpu": Settings(
         inputs=ALL_INPUTS, seeds=(0, 1, 2), space="nat", supernet_cells=8, supernet_channels=20,
@@ -211,6 +238,7 @@ _RUN_DIR = flags.DEFINE_string(
 _INPUTS = flags.DEFINE_list("inputs", None, f"Input cells, in run order; any of {list(ALL_INPUTS)}.")
 _SEEDS = flags.DEFINE_list("seeds", None, "Retraining seeds.")
 _SPACE = flags.DEFINE_enum("space", None, ["nat", "nat++"], "Action space (the paper's NAT: nat).")
+_BASELINES = flags.DEFINE_list("baselines", None, f"Baselines besides NAT, any of {list(BASELINES)}.")
 # Integer and float overrides of the preset, one flag per Settings field.
 _INT_FIELDS = [
     "supernet_cells",
@@ -257,6 +285,11 @@ def settings_from_flags() -> Settings:
         changes["inputs"] = tuple(_INPUTS.value)
     if _SEEDS.value is not None:
         changes["seeds"] = tuple(int(s) for s in _SEEDS.value)
+    if _BASELINES.value is not None:
+        unknown = [m for m in _BASELINES.value if m not in BASELINES]
+        if unknown:
+            raise app.UsageError(f"--baselines: unknown {unknown}; choose from {list(BASELINES)}.")
+        changes["baselines"] = tuple(_BASELINES.value)
     return settings.replace(**changes)
 
 
@@ -355,19 +388,9 @@ def run_search(settings: Settings, structure: tuple[int, str], directory: pathli
         print(f"search {directory.name}: cached ({summary['seconds']:.0f} s when run)")
         return Search(supernet, environment, policy, summary)
     policy = Policy(space=settings.space, seed=settings.search_seed)
-    config = SearchConfig(
-        epochs=settings.search_epochs,
-        weight_steps=settings.weight_steps,
-        policy_steps=settings.policy_steps,
-        reinforce=ReinforceConfig(
-            learning_rate=settings.policy_learning_rate,
-            num_inputs=settings.policy_inputs,
-            num_samples=settings.policy_samples,
-            entropy_weight=settings.entropy_weight,
-        ),
-        seed=settings.search_seed,
+    search = NATSearch(
+        environment, policy, config=settings.search_config(), directory=str(directory / "search")
     )
-    search = NATSearch(environment, policy, config=config, directory=str(directory / "search"))
     history = search.run(verbose=0)
     policy.save(policy_dir)
     summary = {
@@ -401,6 +424,25 @@ def derive_cell(search: Search, settings: Settings, genotype: Genotype) -> tuple
     )
     transformed = search.supernet.arch_to_genotype(search.supernet.arch_of(graph, plan))
     return transformed, [float(score) for _, score in scored]
+
+
+def baseline_cell(
+    search: Search, settings: Settings, genotype: Genotype, method: str, directory: pathlib.Path
+) -> tuple[Genotype, list[float]]:
+    """A baseline's genotype for `genotype`, chosen like `derive_cell`'s but by `method`.
+
+    `run_method` gives the supernet NAT's weight steps (already taken by the
+    search, so none run) and the search the same number of rewards NAT's
+    policy spent, on this input's cell graph; its best `num_candidates`
+    plans are scored like `derive`'s, the input's cell competing.
+    """
+    graph = search.supernet.graph_of(genotype)
+    chosen = run_method(
+        method, search.environment, graph, config=settings.search_config(), space=settings.space,
+        num_candidates=settings.num_candidates, directory=directory,
+    )  # fmt: skip
+    transformed = search.supernet.arch_to_genotype(search.supernet.arch_of(graph, chosen.plan))
+    return transformed, [float(score) for _, score in chosen.candidates]
 
 
 def describe_changes(source: Genotype, target: Genotype) -> str:
@@ -534,10 +576,49 @@ def summarise(
     return lines
 
 
-def markdown(lines: Sequence[Mapping[str, Any]]) -> str:
-    """A Markdown table of `summarise`'s lines."""
-    out = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
-    out += ["| " + " | ".join(str(line[c]) for c in TABLE_COLUMNS) + " |" for line in lines]
+METHOD_COLUMNS = ("input", "method", "seeds", "test acc", "delta", "params", "MACs", "changes", "derive s")
+
+
+def summarise_methods(
+    rows: Sequence[Mapping[str, Any]],
+    derived: Mapping[str, Mapping[str, Any]],
+    settings: Settings,
+    costs: Mapping[str, Mapping[str, tuple[int, int]]],
+) -> list[dict[str, Any]]:
+    """One line per (input, method): NAT ("transformed") and each baseline against the original.
+
+    Only seeds finished for both the method and the original enter a line.
+    """
+    lines = []
+    for name in settings.inputs:
+        info = derived.get(name)
+        if info is None:
+            continue
+        by_seed = {
+            v: {r["seed"]: r["test_accuracy"] for r in rows if r["input"] == name and r["variant"] == v}
+            for v in ("original", "transformed", *settings.baselines)
+        }
+        for method in ("transformed", *settings.baselines):
+            chosen = info if method == "transformed" else info.get("baselines", {}).get(method)
+            if chosen is None:
+                continue
+            seeds = sorted(set(by_seed[method]) & set(by_seed["original"]))
+            params, macs = costs.get(name, {}).get(method, ("-", "-"))
+            lines.append({
+                "input": name, "method": "NAT" if method == "transformed" else method,
+                "seeds": ",".join(str(s) for s in seeds) or "-",
+                "test acc": _spread([by_seed[method][s] for s in seeds]),
+                "delta": _spread([by_seed[method][s] - by_seed["original"][s] for s in seeds]),
+                "params": params, "MACs": macs, "changes": chosen["changes"],
+                "derive s": chosen.get("derive_seconds", "-"),
+            })  # fmt: skip
+    return lines
+
+
+def markdown(lines: Sequence[Mapping[str, Any]], columns: Sequence[str] = TABLE_COLUMNS) -> str:
+    """A Markdown table of `summarise`'s (or `summarise_methods`') lines."""
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    out += ["| " + " | ".join(str(line[c]) for c in columns) + " |" for line in lines]
     return "\n".join(out)
 
 
@@ -558,6 +639,14 @@ def run(settings: Settings, run_dir: str | os.PathLike, *, table_only: bool = Fa
     derived: dict[str, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []  # this run's rows, cached or computed
     search_seconds: dict[str, float] = {}
+
+    def search_in(directory: pathlib.Path, structure: tuple[int, str]) -> Search:
+        nonlocal current
+        if current is None or current[0] != directory.name:
+            current = None  # let the previous supernet go before building the next
+            current = (directory.name, run_search(settings, structure, directory))
+        return current[1]
+
     for name in settings.inputs:
         source = PUBLISHED[name]
         structure = structure_of(source)
@@ -569,11 +658,8 @@ def run(settings: Settings, run_dir: str | os.PathLike, *, table_only: bool = Fa
         if cached is None and table_only:
             continue
         if cached is None:
-            if current is None or current[0] != search_dir.name:
-                current = None  # let the previous supernet go before building the next
-                current = (search_dir.name, run_search(settings, structure, search_dir))
             start = time.perf_counter()
-            transformed, scores = derive_cell(current[1], settings, source)
+            transformed, scores = derive_cell(search_in(search_dir, structure), settings, source)
             cached = derive_cache.put(derive_key, {
                 "genotype": transformed.to_json(),
                 "scores": scores,
@@ -589,8 +675,29 @@ def run(settings: Settings, run_dir: str | os.PathLike, *, table_only: bool = Fa
         transformed = Genotype.from_json(cached["genotype"])
         derived[name] = {**cached, "structure": label}
         print(f"{name}: {cached['changes']} (scores {[round(s, 4) for s in cached['scores']]})")
+        genotypes = {"original": source, "transformed": transformed}
+        for method in settings.baselines:
+            key = {**derive_key, "method": method}
+            chosen = derive_cache.get(key)
+            if chosen is None and table_only:
+                continue
+            if chosen is None:
+                start = time.perf_counter()
+                genotype, scores = baseline_cell(
+                    search_in(search_dir, structure), settings, source, method,
+                    run_dir / "tuner" / f"{name}-{_digest(key)}",
+                )  # fmt: skip
+                chosen = derive_cache.put(key, {
+                    "genotype": genotype.to_json(), "scores": scores,
+                    "changes": describe_changes(source, genotype),
+                    "derive_seconds": round(time.perf_counter() - start, 1),
+                })  # fmt: skip
+                computed += 1
+            genotypes[method] = Genotype.from_json(chosen["genotype"])
+            derived[name].setdefault("baselines", {})[method] = chosen
+            print(f"{name} {method}: {chosen['changes']}")
         for seed in settings.seeds:
-            for variant, genotype in zip(VARIANTS, (source, transformed)):
+            for variant, genotype in genotypes.items():
                 key = {
                     "input": name,
                     "variant": variant,
@@ -619,21 +726,28 @@ def run(settings: Settings, run_dir: str | os.PathLike, *, table_only: bool = Fa
                     f"{name} {variant} seed {seed}: {status}, test accuracy {row['test_accuracy']:.4f}, "
                     f"{row['params']:,} params, {row['macs']:,} MACs, {row['train_seconds']:.0f} s"
                 )
-    costs = {
-        name: {
-            v: network_cost(settings, g)
-            for v, g in zip(VARIANTS, (PUBLISHED[name], Genotype.from_json(info["genotype"])))
-        }
-        for name, info in derived.items()
-    }
+    costs = {}
+    for name, info in derived.items():
+        chosen = {"original": PUBLISHED[name].to_json(), "transformed": info["genotype"]}
+        chosen.update((method, b["genotype"]) for method, b in info.get("baselines", {}).items())
+        costs[name] = {v: network_cost(settings, Genotype.from_json(g)) for v, g in chosen.items()}
     lines = summarise(rows, derived, settings, search_seconds, costs)
     table = markdown(lines)
     print(table)
-    (run_dir / "table.md").write_text(
+    text = (
         "Fashion-MNIST, the paper's protocol (benchmarks/paper_protocol.py). Accuracy: test-split mean ± "
         "sample std over seeds [min-max]; delta = transformed - original per seed. Params and MACs per "
         "example (nat_keras.cost, cell ops included).\n\n" + table + "\n"
     )
+    if settings.baselines:
+        baseline_lines = summarise_methods(rows, derived, settings, costs)
+        print(markdown(baseline_lines, METHOD_COLUMNS))
+        text += (
+            "\nNAT and the baselines on the same supernet, budget and number of supernet evaluations; "
+            "delta = method - original per seed.\n\n" + markdown(baseline_lines, METHOD_COLUMNS) + "\n"
+        )
+        write_csv(run_dir / "methods.csv", baseline_lines)
+    (run_dir / "table.md").write_text(text)
     write_csv(run_dir / "table.csv", lines)
     write_csv(run_dir / "rows.csv", rows)
     print(f"{computed} parts computed this run; table in {run_dir / 'table.md'}")

@@ -87,17 +87,18 @@ def test_smoke_run_writes_the_table_and_a_rerun_skips_finished_rows(tmp_path):
     first = _run_smoke(run_dir)
     assert "DARTS original seed 0: trained" in first
     assert "DARTS transformed seed 0: trained" in first
-    assert "3 parts computed this run" in first  # a derive and two networks
+    assert "DARTS random seed 0: trained" in first
+    assert "5 parts computed this run" in first  # NAT's derive, random search's, three networks
 
     with (run_dir / "table.csv").open() as stream:
         table = list(csv.DictReader(stream))
     assert list(table[0]) == list(pp.TABLE_COLUMNS)
     assert [line["input"] for line in table] == ["DARTS"]
     assert table[0]["seeds"] == "0"
-    assert (run_dir / "table.md").read_text().count("| DARTS |") == 1
+    assert (run_dir / "table.md").read_text().count("| DARTS | 0 |") == 1  # one line in the main table
     with (run_dir / "rows.csv").open() as stream:
         rows = list(csv.DictReader(stream))
-    assert sorted(r["variant"] for r in rows) == ["original", "transformed"]
+    assert sorted(r["variant"] for r in rows) == ["original", "random", "transformed"]
     for r in rows:
         assert 0.0 <= float(r["test_accuracy"]) <= 1.0
         assert int(r["params"]) > 0 and int(r["macs"]) > 0
@@ -110,6 +111,15 @@ def test_smoke_run_writes_the_table_and_a_rerun_skips_finished_rows(tmp_path):
     assert (search_dir / "policy" / "policy.json").exists()
     summary = json.loads((search_dir / "search.json").read_text())
     assert summary["key"]["structure"] == "full4"
+    # NAT and the baseline side by side, each against the original of the same seed.
+    with (run_dir / "methods.csv").open() as stream:
+        methods = list(csv.DictReader(stream))
+    assert [(m["input"], m["method"], m["seeds"]) for m in methods] == [
+        ("DARTS", "NAT", "0"),
+        ("DARTS", "random", "0"),
+    ]
+    assert methods[0]["test acc"] == table[0]["transformed acc"]
+    assert "| DARTS | random | 0 |" in (run_dir / "table.md").read_text()
     lines_before = (run_dir / "rows.jsonl").read_text()
     derive_before = (run_dir / "derive" / "rows.jsonl").read_text()
 
@@ -117,6 +127,7 @@ def test_smoke_run_writes_the_table_and_a_rerun_skips_finished_rows(tmp_path):
     assert "0 parts computed this run" in second
     assert "DARTS original seed 0: cached" in second
     assert "DARTS transformed seed 0: cached" in second
+    assert "DARTS random seed 0: cached" in second
     assert "search full4" not in second  # the derive row is cached, so no supernet is even built
     assert (run_dir / "rows.jsonl").read_text() == lines_before
     assert (run_dir / "derive" / "rows.jsonl").read_text() == derive_before
