@@ -658,8 +658,9 @@ def run(settings: Settings, run_dir: str | os.PathLike, *, table_only: bool = Fa
         if cached is None and table_only:
             continue
         if cached is None:
-            start = time.perf_counter()
-            transformed, scores = derive_cell(search_in(search_dir, structure), settings, source)
+            search = search_in(search_dir, structure)
+            start = time.perf_counter()  # the derive alone: the search has its own time
+            transformed, scores = derive_cell(search, settings, source)
             cached = derive_cache.put(derive_key, {
                 "genotype": transformed.to_json(),
                 "scores": scores,
@@ -682,11 +683,11 @@ def run(settings: Settings, run_dir: str | os.PathLike, *, table_only: bool = Fa
             if chosen is None and table_only:
                 continue
             if chosen is None:
+                search = search_in(search_dir, structure)
                 start = time.perf_counter()
                 genotype, scores = baseline_cell(
-                    search_in(search_dir, structure), settings, source, method,
-                    run_dir / "tuner" / f"{name}-{_digest(key)}",
-                )  # fmt: skip
+                    search, settings, source, method, run_dir / "tuner" / f"{name}-{_digest(key)}"
+                )
                 chosen = derive_cache.put(key, {
                     "genotype": genotype.to_json(), "scores": scores,
                     "changes": describe_changes(source, genotype),
