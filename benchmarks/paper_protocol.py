@@ -576,7 +576,9 @@ def summarise(
     return lines
 
 
-METHOD_COLUMNS = ("input", "method", "seeds", "test acc", "delta", "params", "MACs", "changes", "derive s")
+# "choice s": NAT's derive (its search, shared by the inputs of one structure,
+# is in the main table) or a baseline's whole search on this input.
+METHOD_COLUMNS = ("input", "method", "seeds", "test acc", "delta", "params", "MACs", "changes", "choice s")
 
 
 def summarise_methods(
@@ -610,7 +612,7 @@ def summarise_methods(
                 "test acc": _spread([by_seed[method][s] for s in seeds]),
                 "delta": _spread([by_seed[method][s] - by_seed["original"][s] for s in seeds]),
                 "params": params, "MACs": macs, "changes": chosen["changes"],
-                "derive s": chosen.get("derive_seconds", "-"),
+                "choice s": chosen.get("derive_seconds", "-"),
             })  # fmt: skip
     return lines
 
