@@ -21,9 +21,11 @@ MACs and search time per input, budget and method), quality.csv (the same)
 and quality.png (test accuracy against MACs, one panel per input), and
 provenance.jsonl (machine, versions, command of each run).
 
-The paper's cells (DARTS, ENAS) are the subject of benchmarks/paper_protocol.py
-(retrained from scratch, NAT against the original); their baselines are not
-run here.
+The paper's cells (DARTS, ENAS and the others) are the subject of
+benchmarks/paper_protocol.py: retrained from scratch, NAT and the baselines
+that apply to cells (random search, keras-tuner Bayesian; `--baselines`)
+against the original. Its protocol differs (a cell supernet searched on
+random cells, networks from scratch), so its rows are not in this table.
 
 Presets (flags override them):
 
