@@ -341,6 +341,12 @@ class Search:
     summary: dict[str, Any]
 
 
+def search_dir_of(settings: Settings, run_dir: pathlib.Path, structure: tuple[int, str]) -> pathlib.Path:
+    """Where the search of `structure` under `settings` lives in `run_dir` (its key's digest)."""
+    label = _structure_name(structure)
+    return run_dir / "search" / f"{label}-{_digest(settings.search_key(label))}"
+
+
 def run_search(settings: Settings, structure: tuple[int, str], directory: pathlib.Path) -> Search:
     """Trains a CellSupernet and a policy on random cells of `structure`, or restores a finished one.
 
@@ -502,6 +508,24 @@ def train_network(settings: Settings, genotype: Genotype, seed: int) -> dict[str
     }
 
 
+def network_key(settings: Settings, name: str, variant: str, genotype: Genotype, seed: int) -> dict[str, Any]:
+    """What determines one retrained network's row (in the run dir's `rows.jsonl`)."""
+    return {
+        "input": name,
+        "variant": variant,
+        "seed": seed,
+        "genotype": genotype.to_json(),
+        "dataset": "fashion_mnist",
+        "net_cells": settings.net_cells,
+        "net_channels": settings.net_channels,
+        "train_batches": settings.train_batches,
+        "test_batches": settings.test_batches,
+        "batch_size": settings.batch_size,
+        "recipe": settings.training(seed).to_dict(),
+        "pipeline": nat_keras.data.PIPELINE_VERSION,
+    }
+
+
 def network_cost(settings: Settings, genotype: Genotype) -> tuple[int, int]:
     """Params and MACs (one example) of the network of `genotype` at the run's size.
 
@@ -653,8 +677,7 @@ def run(settings: Settings, run_dir: str | os.PathLike, *, table_only: bool = Fa
         source = PUBLISHED[name]
         structure = structure_of(source)
         label = _structure_name(structure)
-        search_key = settings.search_key(label)
-        search_dir = run_dir / "search" / f"{label}-{_digest(search_key)}"
+        search_dir = search_dir_of(settings, run_dir, structure)
         derive_key = settings.derive_key(name, label)
         cached = derive_cache.get(derive_key)
         if cached is None and table_only:
@@ -701,20 +724,7 @@ def run(settings: Settings, run_dir: str | os.PathLike, *, table_only: bool = Fa
             print(f"{name} {method}: {chosen['changes']}")
         for seed in settings.seeds:
             for variant, genotype in genotypes.items():
-                key = {
-                    "input": name,
-                    "variant": variant,
-                    "seed": seed,
-                    "genotype": genotype.to_json(),
-                    "dataset": "fashion_mnist",
-                    "net_cells": settings.net_cells,
-                    "net_channels": settings.net_channels,
-                    "train_batches": settings.train_batches,
-                    "test_batches": settings.test_batches,
-                    "batch_size": settings.batch_size,
-                    "recipe": settings.training(seed).to_dict(),
-                    "pipeline": nat_keras.data.PIPELINE_VERSION,
-                }
+                key = network_key(settings, name, variant, genotype, seed)
                 row = rows_cache.get(key)
                 if row is None and table_only:
                     continue

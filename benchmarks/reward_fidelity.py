@@ -85,14 +85,13 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import itertools
 import json
 import math
 import os
 import pathlib
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import nat_keras  # first: prepares the two Kerases (docs/design.md section 5)
@@ -101,10 +100,9 @@ import nat_keras  # first: prepares the two Kerases (docs/design.md section 5)
 import keras
 import numpy as np
 from absl import app, flags
-from scipy import stats
 
 from nat_keras.objective import objective_of
-from nat_keras.plan import TransformPlan, plan_cost, sample_random_plan
+from nat_keras.plan import TransformPlan, plan_cost
 from nat_keras.rebuild.apply import apply_plan
 from nat_keras.search import SupernetEnvironment
 from nat_keras.supernet import ModelSupernet
@@ -114,7 +112,8 @@ from nat_keras.train import Recipe, train
 from nat_keras.transform import inherit_new_layers
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from rows import RowCache, save_provenance, write_csv  # a sibling module, not a package
+from ranking import correlations, plan_pool, top_beats_source  # sibling modules, not a package
+from rows import RowCache, save_provenance, write_csv
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
@@ -281,29 +280,6 @@ def source_model(config: Mapping[str, Any], run_dir: pathlib.Path, cache: RowCac
     return result.model, row
 
 
-def plan_pool(graph: Any, config: Mapping[str, Any]) -> list[tuple[float, TransformPlan]]:
-    """(change probability, plan): the keep-all plan first, then distinct random plans.
-
-    Change probabilities are spread geometrically, so plans changing one or
-    two edges are as well represented as plans changing half of them.
-    """
-    keep = TransformPlan.keep_all(graph, space=config["space"])
-    pool = [(0.0, keep)]
-    seen = {keep}
-    probs = np.geomspace(config["min_change"], config["max_change"], config["plans"] - 1)
-    draw = itertools.count()
-    for prob in probs:
-        while True:  # a keep-all or repeated draw is drawn again, from the next seed
-            plan = sample_random_plan(
-                graph, (config["seed"], next(draw)), space=config["space"], change_prob=float(prob)
-            )
-            if plan not in seen:
-                break
-        seen.add(plan)
-        pool.append((float(prob), plan))
-    return pool
-
-
 def _plan_id(plan: TransformPlan) -> str:
     return _digest(plan.to_dict())
 
@@ -326,47 +302,6 @@ def rows_to_train(config: Mapping[str, Any], count: int) -> list[tuple[int, int]
 
 
 # -- statistics -------------------------------------------------------------------
-
-
-def correlations(scores: Sequence[float], accuracies: Sequence[float]) -> dict[str, float]:
-    """Kendall's tau and Spearman's rho with p-values (NaN with fewer than 3 points)."""
-    nan = {"n": len(scores), "tau": math.nan, "tau_p": math.nan, "rho": math.nan, "rho_p": math.nan}
-    if len(scores) < 3 or len(set(scores)) < 2 or len(set(accuracies)) < 2:
-        return nan
-    tau = stats.kendalltau(scores, accuracies)
-    rho = stats.spearmanr(scores, accuracies)
-    return {
-        "n": len(scores),
-        "tau": float(tau.statistic),
-        "tau_p": float(tau.pvalue),
-        "rho": float(rho.statistic),
-        "rho_p": float(rho.pvalue),
-    }
-
-
-def top_beats_source(
-    scores: Sequence[float], accuracies: Sequence[float], source_accuracy: float, *, size: int, seed: int
-) -> dict[str, float]:
-    """How often the best-scored of `size` random candidates trains above the source.
-
-    All candidate sets are counted when there are few, else 2,000 random
-    ones. Ties in score go to the earlier plan, like a stable sort.
-    """
-    n = len(scores)
-    if n == 0:
-        return {"sets": 0, "beats": math.nan, "beats_or_ties": math.nan}
-    size = min(size, n)
-    if math.comb(n, size) <= 2_000:
-        sets = [list(c) for c in itertools.combinations(range(n), size)]
-    else:
-        rng = np.random.default_rng(seed)
-        sets = [list(rng.choice(n, size=size, replace=False)) for _ in range(2_000)]
-    beats = ties = 0
-    for members in sets:
-        best = max(members, key=lambda i: (scores[i], -i))
-        beats += accuracies[best] > source_accuracy
-        ties += accuracies[best] == source_accuracy
-    return {"sets": len(sets), "beats": beats / len(sets), "beats_or_ties": (beats + ties) / len(sets)}
 
 
 def summarise(plan_rows: list[dict[str, Any]], config: Mapping[str, Any]) -> dict[str, Any]:

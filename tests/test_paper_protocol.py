@@ -63,11 +63,11 @@ def test_summary_pairs_seeds_and_reports_the_spread():
     assert set(line) == set(pp.TABLE_COLUMNS)
 
 
-def _run_smoke(run_dir: pathlib.Path) -> str:
+def _run_smoke(run_dir: pathlib.Path, script: str = "paper_protocol.py") -> str:
     result = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "benchmarks" / "paper_protocol.py"),
+            str(ROOT / "benchmarks" / script),
             "--preset=smoke",
             f"--run_dir={run_dir}",
         ],
@@ -134,3 +134,17 @@ def test_smoke_run_writes_the_table_and_a_rerun_skips_finished_rows(tmp_path):
     with (run_dir / "table.csv").open() as stream:
         assert list(csv.DictReader(stream)) == table
     assert len((run_dir / "provenance.jsonl").read_text().splitlines()) == 2
+
+    # The cell space's reward fidelity reuses this run's search and its original network.
+    fidelity = _run_smoke(run_dir, "cell_fidelity.py")
+    assert "search full4-" in fidelity and "when run)" in fidelity  # restored, not trained again
+    assert "DARTS #0 (input) seed 0: cached" in fidelity  # the protocol's original row
+    assert "3 networks trained this run" in fidelity  # 2 plans of DARTS and 1 random cell
+    with (run_dir / "cell_fidelity" / "rows.csv").open() as stream:
+        kinds = [r["kind"] for r in csv.DictReader(stream)]
+    assert kinds == ["input", "plan", "cell", "plan"]
+    summary = json.loads((run_dir / "cell_fidelity" / "summary.json").read_text())
+    assert summary["trained"] == 4 and summary["all"]["n"] == 4
+    assert "| all | 4 |" in (run_dir / "cell_fidelity" / "report.md").read_text()
+    again = _run_smoke(run_dir, "cell_fidelity.py")
+    assert "pool of 4 architectures: cached" in again and "0 networks trained this run" in again
