@@ -36,7 +36,7 @@ Settings are paper_protocol's (`--preset` and the same flags), plus
 minutes on one core, so 20 cells and 2 seeds take 1.5-3 hours.
 
   python benchmarks/cell_fidelity.py --preset=smoke --run_dir=/tmp/pp
-  python benchmarks/cell_fidelity.py --preset=cpu      # beside runs/bench/paper_protocol
+  python benchmarks/cell_fidelity.py --preset=cpu      # beside benchmarks/results/paper_protocol
 """
 
 from __future__ import annotations

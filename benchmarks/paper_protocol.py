@@ -20,7 +20,8 @@ rule) and ENAS (5 nodes, loose end) each get their own search, run when the
 first input needing it comes up. All use the NAT++ op list so every input's
 ops exist; the action space (--space) is NAT's ("nat") unless asked.
 
-Everything is cached in --run_dir (default runs/bench/paper_protocol): each
+Everything is cached in --run_dir (default benchmarks/results/paper_protocol,
+where git keeps the rows and tables but not the checkpoints): each
 search in `search/<structure>-<settings hash>/` (supernet checkpoints, the
 policy by `Policy.save`, `search.json` when finished; a killed search resumes
 from its checkpoints), each derived cell in `derive/rows.jsonl`, each
@@ -62,8 +63,8 @@ Presets (flags given on the command line override them):
 supernet, networks built by `build_network`), so its "No such layer" failure
 on some loose-end ENAS cells cannot stop a run.
 
-  python benchmarks/paper_protocol.py --preset=smoke --run_dir=runs/bench/paper_protocol_smoke
-  nohup python benchmarks/paper_protocol.py --preset=cpu > runs/bench/paper_protocol/log.txt 2>&1 &
+  python benchmarks/paper_protocol.py --preset=smoke --run_dir=/tmp/paper_protocol_smoke
+  nohup python benchmarks/paper_protocol.py --preset=cpu > /tmp/paper_protocol.log 2>&1 &
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ from nat_keras.search.baselines import run_method
 from nat_keras.train import Recipe
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from rows import RowCache, save_provenance, write_csv  # a sibling module, not a package
+from rows import RESULTS_DIR, RowCache, save_provenance, write_csv  # a sibling module, not a package
 
 MAIN_INPUTS = ("DARTS", "ResBlock", "VGG", "Mobilenetv2", "ENAS")
 ALL_INPUTS = MAIN_INPUTS + tuple(name for name in TRANSFORMED if name not in MAIN_INPUTS)
@@ -233,7 +234,7 @@ PRESETS: dict[str, Settings] = {
 
 _PRESET = flags.DEFINE_enum("preset", "smoke", sorted(PRESETS), "Scale of the run (module docstring).")
 _RUN_DIR = flags.DEFINE_string(
-    "run_dir", os.path.join("runs", "bench", "paper_protocol"), "Caches, rows, table (relative: to the cwd)."
+    "run_dir", os.fspath(RESULTS_DIR / "paper_protocol"), "Caches, rows, table (relative: to the cwd)."
 )
 _INPUTS = flags.DEFINE_list("inputs", None, f"Input cells, in run order; any of {list(ALL_INPUTS)}.")
 _SEEDS = flags.DEFINE_list("seeds", None, "Retraining seeds.")
@@ -388,6 +389,11 @@ def run_search(settings: Settings, structure: tuple[int, str], directory: pathli
         calibration_size=settings.calibration_size,
     )
     policy_dir = directory / "policy"
+    if finished and (trainer.resumed_from is None or not (policy_dir / "policy.json").exists()):
+        # benchmarks/results keeps a search's summary but not its checkpoints
+        # (13 MB each): without them the supernet would score with fresh weights.
+        print(f"search {directory.name}: summary found, checkpoints not; searching again")
+        finished = False
     if finished:
         policy = Policy.load(policy_dir)
         summary = json.loads(done_path.read_text())

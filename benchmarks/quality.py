@@ -41,7 +41,7 @@ Presets (flags override them):
   fine-tuning 10 epochs, 3 seeds; documented, not run here.
 
   python benchmarks/quality.py --preset=smoke --run_dir=/tmp/quality
-  python benchmarks/quality.py --preset=cpu --inputs=resnet20            # -> runs/bench/quality
+  python benchmarks/quality.py --preset=cpu --inputs=resnet20            # -> benchmarks/results/quality
   python benchmarks/quality.py --preset=cpu --table_only                  # the table of what is cached
 """
 
@@ -69,7 +69,7 @@ from nat_keras.search import SearchConfig
 from nat_keras.train import INHERITED, SCRATCH, Recipe, train
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from rows import RowCache, save_provenance, write_csv  # a sibling module, not a package
+from rows import RESULTS_DIR, RowCache, save_provenance, write_csv  # a sibling module, not a package
 
 METHODS = ("original", "nat", "nat++", "random", "large_edge", "tuner_bayesian")
 BUDGETS = {"equal": nat_keras.Budget(), "half_macs": nat_keras.Budget(macs_ratio=0.5)}
@@ -120,7 +120,7 @@ PRESETS = {
 }  # fmt: skip
 
 _PRESET = flags.DEFINE_enum("preset", "cpu", sorted(PRESETS), "Scale of the run (module docstring).")
-_RUN_DIR = flags.DEFINE_string("run_dir", os.path.join("runs", "bench", "quality"), "Cache, models, table.")
+_RUN_DIR = flags.DEFINE_string("run_dir", os.fspath(RESULTS_DIR / "quality"), "Cache, models, table.")
 _INPUTS = flags.DEFINE_list("inputs", None, "Input networks (names of nat_keras.models.MODELS).")
 _METHODS = flags.DEFINE_list("methods", None, f"Methods, any of {list(METHODS)}.")
 _BUDGETS = flags.DEFINE_list("budgets", None, f"Budgets, any of {list(BUDGETS)}.")

@@ -77,7 +77,7 @@ Presets (any flag given overrides its preset value):
   steps, 40 plans fine-tuned 5 epochs; documented, not run here.
 
   python benchmarks/reward_fidelity.py --preset=smoke --run_dir=/tmp/rf
-  python benchmarks/reward_fidelity.py --preset=cpu            # -> runs/bench/reward_fidelity
+  python benchmarks/reward_fidelity.py --preset=cpu            # -> benchmarks/results/reward_fidelity
   python benchmarks/reward_fidelity.py --preset=cpu --plans=30 --epochs=2
 """
 
@@ -113,7 +113,7 @@ from nat_keras.transform import inherit_new_layers
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from ranking import correlations, plan_pool, top_beats_source  # sibling modules, not a package
-from rows import RowCache, save_provenance, write_csv
+from rows import RESULTS_DIR, RowCache, save_provenance, write_csv
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
@@ -157,7 +157,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 _PRESET = flags.DEFINE_enum("preset", "cpu", sorted(PRESETS), "Settings to start from; flags override them.")
 _MODEL = flags.DEFINE_string("model", None, "Reference network (a key of nat_keras.models.MODELS).")
 _DATASET = flags.DEFINE_string("dataset", "fashion_mnist", "Dataset for load_splits.")
-_RUN_DIR = flags.DEFINE_string("run_dir", "runs/bench/reward_fidelity", "Cache, models and reports.")
+_RUN_DIR = flags.DEFINE_string(
+    "run_dir", os.fspath(RESULTS_DIR / "reward_fidelity"), "Cache, models and reports."
+)
 _TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", None, "Training images used (0: all).")
 _TEST_EXAMPLES = flags.DEFINE_integer("test_examples", None, "Test images used (0: all).")
 _SOURCE_EPOCHS = flags.DEFINE_integer("source_epochs", None, "Epochs to train the source from scratch.")

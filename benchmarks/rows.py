@@ -12,7 +12,7 @@ progress), and `write_csv` turns them into the CSV a table is made from.
 command, printed at the start of every benchmark and stored beside its rows.
 
 Example:
-  >>> cache = RowCache("runs/bench/reward_fidelity")
+  >>> cache = RowCache(RESULTS_DIR / "reward_fidelity")
   >>> key = {"space": "model", "plan": 3, "seed": 0}
   >>> row = cache.get(key) or cache.put(key, {"score": 0.91, "accuracy": 0.88})
   >>> row["accuracy"]
@@ -29,6 +29,12 @@ import platform
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+# Where the benchmarks keep their runs by default. Git keeps the rows, tables,
+# plots and provenance found there (benchmarks/results/.gitignore), not the
+# checkpoints and models, so a table built over several sessions survives a
+# fresh checkout and a rerun computes only what is missing.
+RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 
 
 def _canonical(key: Mapping[str, Any]) -> str:
