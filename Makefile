@@ -55,9 +55,10 @@ demo: $(STAMP) fashion_mnist
 # file runs on one worker (loadfile), so an expensive module-scoped fixture (the
 # distributed tests' subprocesses) runs once, not once per worker that gets one
 # of its tests. (loadgroup does not group under pytest 9: xdist 3.8 rewrites
-# `item._nodeid`, which pytest 9 no longer reads.)
+# `item._nodeid`, which pytest 9 no longer reads.) The slowest tests are listed
+# at the end, so a run shows where the suite's time goes.
 test: $(STAMP) fashion_mnist
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25 tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check nat_keras tests examples benchmarks
