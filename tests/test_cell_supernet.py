@@ -197,6 +197,40 @@ def test_sampled_archs_are_the_papers_inputs(darts):
     assert np.any(inputs[..., 0] == inputs[..., 1])  # both entries of a node may read one input
 
 
+def _is_nat_plan_of(genotype: Genotype, source: Genotype) -> bool:
+    """Whether `genotype` is `source` with some ops made skip or null (NAT's actions), inputs kept."""
+    return all(
+        new_input == old_input and (new_op == old_op or new_op in ("skip_connect", "null"))
+        for which in ("normal", "reduce")
+        for (new_op, new_input), (old_op, old_input) in zip(genotype.cell(which)[0], source.cell(which)[0])
+    )
+
+
+def test_anchored_sampling_draws_plans_of_the_anchors():
+    # Loose-end cells with nulls, like the hand-made inputs a random-cell
+    # supernet scored at chance: anchor_prob=1 draws only NAT plans of them.
+    anchors = [PUBLISHED["ResBlock"], PUBLISHED["VGG"]]
+    supernet = CellSupernet(**SMALL, op_list="natpp", concat="loose_end", anchors=anchors, anchor_prob=1.0)
+    drawn = [supernet.sample_genotype((0, step)) for step in range(40)]
+    for genotype in drawn:
+        assert any(_is_nat_plan_of(genotype, anchor) for anchor in anchors), genotype
+    assert len({g.to_json() for g in drawn}) > 10  # plans of them, not the anchors alone
+    assert supernet.sample_genotype((0, 3)) == drawn[3]  # the same seed, the same draw
+    # input_graphs (the policy's inputs) draws from the same mixture.
+    for graph in supernet.input_graphs(np.random.default_rng(0), 4):
+        assert any(_is_nat_plan_of(supernet.genotype_of(graph), anchor) for anchor in anchors)
+
+
+def test_anchor_prob_zero_samples_as_the_paper_and_bad_anchors_are_refused(darts):
+    anchored = CellSupernet(**SMALL, num_nodes=4, anchors=[PUBLISHED["DARTS"]], anchor_prob=0.0)
+    for seed in range(5):
+        assert anchored.sample_genotype(seed) == darts.sample_genotype(seed)
+    with pytest.raises(ValueError, match="anchor_prob"):
+        CellSupernet(**SMALL, anchor_prob=0.5)  # no anchors
+    with pytest.raises(GenotypeError, match="concat"):
+        CellSupernet(**SMALL, anchors=[PUBLISHED["VGG"]], anchor_prob=0.5)  # a loose-end anchor, full concat
+
+
 def test_genotypes_the_supernet_cannot_run_are_refused(darts):
     with pytest.raises(GenotypeError, match="nodes"):
         darts.genotype_to_arch(PUBLISHED["ENAS"])  # B=5

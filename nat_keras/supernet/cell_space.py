@@ -65,7 +65,7 @@ from nat_keras.cells.operations import (
 )
 from nat_keras.cells.sampler import sample_genotype
 from nat_keras.graph.arch_graph import ArchGraph
-from nat_keras.plan import TransformPlan
+from nat_keras.plan import TransformPlan, sample_random_plan
 from nat_keras.supernet.base import Supernet
 from nat_keras.supernet.cell_arch import CONCAT_RULES, CellArchCodec
 from nat_keras.supernet.cell_extract import extract_network
@@ -73,6 +73,10 @@ from nat_keras.supernet.cell_kernels import OpBodies
 from nat_keras.supernet.cell_layout import CellSpec, layout_cells, resolve_op_list
 from nat_keras.supernet.cell_switch import pick_inputs, run_slot
 from nat_keras.supernet.packed_weights import Lookup, _NodeOps
+
+# The largest per-edge change probability of an anchor's sampled plans (the
+# probability itself is uniform below it, as for random search's plans).
+ANCHOR_MAX_CHANGE = 0.5
 
 
 class CellSupernet(Supernet):
@@ -96,6 +100,15 @@ class CellSupernet(Supernet):
       concat: "full" or "loose_end" (see the module docstring).
       pool_bn: put an affine-free BN after each pooling op (the authors'
         supernet does); the extracted network gets the same.
+      anchors: genotypes to be transformed later (of this supernet's node
+        count and concat rule), whose neighbourhood `sample_genotype` also
+        draws from (see `anchor_prob`).
+      anchor_prob: the chance that `sample_genotype` (and so the trainer's
+        architectures and `input_graphs`) returns a random plan of a random
+        anchor (each edge changed with a probability drawn from [0, 0.5))
+        instead of a uniformly random cell. 0, the paper's trainer, draws
+        random cells only; see docs/design.md section 6 for why the
+        paper's protocol here uses 0.5.
       name: the model's name.
 
     Example:
@@ -118,6 +131,8 @@ class CellSupernet(Supernet):
         space: str = "nat",
         concat: str = "full",
         pool_bn: bool = True,
+        anchors: Sequence[Genotype] = (),
+        anchor_prob: float = 0.0,
         name: str | None = None,
     ):
         super().__init__(name=name or "cell_supernet")
@@ -149,6 +164,14 @@ class CellSupernet(Supernet):
             self.name,
             num_cells=self.num_cells,
         )
+        if not 0.0 <= anchor_prob <= 1.0 or (anchor_prob and not anchors):
+            raise ValueError(
+                f"CellSupernet {self.name!r}: anchor_prob must be in [0, 1] and needs anchors, got "
+                f"{anchor_prob} with {len(anchors)} anchors."
+            )
+        self.anchors, self.anchor_prob = tuple(anchors), float(anchor_prob)
+        # Their graphs, made once (GenotypeError here for an anchor of another structure).
+        self._anchor_graphs = [self.graph_of(genotype) for genotype in self.anchors]
 
         # Layers are built with explicit shapes (no dummy forward pass): every
         # op of every edge exists from the start, so the optimizer and the
@@ -314,9 +337,25 @@ class CellSupernet(Supernet):
         return self.arch_codec.to_genotype(self.check_arch(arch))
 
     def sample_genotype(self, seed: Any = None) -> Genotype:
-        """An input architecture beta: inputs and ops uniform per entry, no null."""
+        """An input architecture beta: inputs and ops uniform per entry, no null.
+
+        With `anchor_prob`, that often a random plan of an anchor instead.
+
+        Example:
+          >>> supernet = CellSupernet(anchors=[PUBLISHED["DARTS"]], anchor_prob=1.0)
+          >>> supernet.sample_genotype(0).num_nodes
+          4
+        """
+        rng = seed
+        if self.anchor_prob:
+            rng = np.random.default_rng(seed)
+            if rng.random() < self.anchor_prob:
+                graph = self._anchor_graphs[rng.integers(len(self._anchor_graphs))]
+                change = rng.uniform(0.0, ANCHOR_MAX_CHANGE)
+                plan = sample_random_plan(graph, rng, space=self.space, change_prob=change)
+                return self.arch_to_genotype(self.arch_of(graph, plan))
         return sample_genotype(
-            seed,
+            rng,
             ops=self.op_list,
             num_nodes=self.num_nodes,
             exclude_null=True,
