@@ -262,8 +262,10 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
     settings = pp.settings_from_flags()
     count = _CELLS.value if _CELLS.value is not None else CELLS[flags.FLAGS.preset]
+    if flags.FLAGS.dry_run:
+        count = min(count, 2)
     print("settings: " + json.dumps({**dataclasses.asdict(settings), "cells": count}))
-    run(settings, pathlib.Path(flags.FLAGS.run_dir), count)
+    run(settings, pp.run_dir_from_flags(), count)
 
 
 if __name__ == "__main__":

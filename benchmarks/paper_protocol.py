@@ -44,14 +44,14 @@ Presets (flags given on the command line override them):
   2 shared cores, mostly the first traces of the supernet
   (tests/test_paper_protocol.py runs it). With 2 cells both are reduction
   cells, so changes to the normal cell do not show in the networks' costs.
-- cpu: 5-cell supernet with C=8 and 6 search epochs of 30 weight steps and 4
-  policy steps (1 input x 4 plans); 5-cell networks with C=8, 2 epochs of 150
-  batches of 64 (Recipe.cpu schedule), the full test split; inputs DARTS,
+- cpu: 5-cell supernet with C=8 and 12 search epochs of 80 weight steps and
+  4 policy steps (1 input x 4 plans); 5-cell networks with C=8, 2 epochs of
+  150 batches of 64 (Recipe.cpu schedule), the full test split; inputs DARTS,
   ResBlock, VGG, Mobilenetv2, ENAS (in that order: the most informative
   first), seeds 0 and 1; NAT and the baselines (random search, keras-tuner
-  Bayesian: `BASELINES`). On 2 shared cores about 8 min per search and 2-4
-  min per network, about 3 h for everything (half of it the baselines'
-  networks).
+  Bayesian: `BASELINES`). The search was 6 epochs of 30 weight steps until
+  2026-12-06 (220 s on one core), after which its supernet scored DARTS's
+  candidates at 0.10-0.28 accuracy, too close to chance to rank them.
 - gpu: the paper's scale (documented, not run here): the paper's 8-cell
   supernet with C=20 and 100 search epochs, each a pass over the 40% (375
   steps of 64) and 100 policy steps of 1 input x 4 plans (our choice of m,
@@ -63,6 +63,14 @@ Presets (flags given on the command line override them):
 supernet, networks built by `build_network`), so its "No such layer" failure
 on some loose-end ENAS cells cannot stop a run.
 
+--dry_run caps every count of a preset (`DRY_RUN`: a few steps of the
+search, the derive and the retraining) and keeps its sizes and recipe, for
+the first input and seed, in a temporary run dir: `--preset=gpu --dry_run`
+checks the GPU command on any machine (tests/test_paper_protocol.py runs it
+on the CPU with smaller cells; at the gpu sizes the supernet alone takes
+over 7 GB on the CPU).
+
+  python benchmarks/paper_protocol.py --preset=gpu --dry_run
   python benchmarks/paper_protocol.py --preset=smoke --run_dir=/tmp/paper_protocol_smoke
   nohup python benchmarks/paper_protocol.py --preset=cpu > /tmp/paper_protocol.log 2>&1 &
 """
@@ -75,6 +83,7 @@ import json
 import os
 import pathlib
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -132,6 +141,9 @@ class Settings:
       baselines: methods of `BASELINES` run on each input besides NAT, each
         with NAT's supernet, budget and number of supernet evaluations
         (`run_method`), and retrained like NAT's cells.
+      anchor_prob: how often the search's supernet and policy train on a
+        random plan of an input of its structure (`anchors_of`) instead of a
+        random cell (`CellSupernet.anchor_prob`); 0 is the paper's search.
     """
 
     inputs: tuple[str, ...]
@@ -158,6 +170,7 @@ class Settings:
     test_batches: int
     batch_size: int
     baselines: tuple[str, ...] = ()
+    anchor_prob: float = 0.0
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -179,11 +192,15 @@ class Settings:
             "search_seed",
             "batch_size",
         ]
-        return {
+        key = {
             "structure": structure,
             **{f: getattr(self, f) for f in fields},
             "pipeline": nat_keras.data.PIPELINE_VERSION,  # which data order the seeds gave
         }
+        if self.anchor_prob:  # absent when 0, so searches without anchors keep their keys
+            key["anchor_prob"] = self.anchor_prob
+            key["anchors"] = anchors_of(self.inputs, structure)
+        return key
 
     def derive_key(self, name: str, structure: str) -> dict[str, Any]:
         """What determines a derived cell."""
@@ -210,7 +227,13 @@ class Settings:
         return Recipe.preset(self.recipe, epochs=self.epochs, seed=seed, init="scratch")
 
 
-_COMMON = {"policy_learning_rate": 3e-4, "entropy_weight": 0.003, "search_seed": 0, "batch_size": 64}
+# anchor_prob 0.5: a supernet trained on random cells alone scored the hand-made
+# cells (ResBlock, VGG, MobileNetV2) at chance, 0.10-0.14, against 0.26-0.37
+# for random cells (docs/design.md section 6).
+_COMMON = {
+    "policy_learning_rate": 3e-4, "entropy_weight": 0.003, "search_seed": 0, "batch_size": 64,
+    "anchor_prob": 0.5,
+}  # fmt: skip
 PRESETS: dict[str, Settings] = {
     "smoke": Settings(
         inputs=("DARTS",), seeds=(0,), space="nat", supernet_cells=2, supernet_channels=8, search_epochs=1,
@@ -220,7 +243,7 @@ PRESETS: dict[str, Settings] = {
     ),
     "cpu": Settings(
         inputs=MAIN_INPUTS, seeds=(0, 1), space="nat", supernet_cells=5, supernet_channels=8,
-        search_epochs=6, weight_steps=30, policy_steps=4, policy_inputs=1, policy_samples=4,
+        search_epochs=12, weight_steps=80, policy_steps=4, policy_inputs=1, policy_samples=4,
         num_candidates=10, score_batches=16, calibration_size=256, net_cells=5, net_channels=8, recipe="cpu",
         epochs=2, train_batches=150, test_batches=0, baselines=BASELINES, **_COMMON,
     ),
@@ -260,7 +283,7 @@ _INT_FIELDS = [
     "test_batches",
     "batch_size",
 ]
-_FLOAT_FIELDS = ("policy_learning_rate", "entropy_weight")
+_FLOAT_FIELDS = ("policy_learning_rate", "entropy_weight", "anchor_prob")
 for _field in _INT_FIELDS:
     flags.DEFINE_integer(_field, None, f"Overrides the preset's {_field} (see Settings).")
 for _field in _FLOAT_FIELDS:
@@ -269,6 +292,36 @@ _TABLE_ONLY = flags.DEFINE_boolean(
     "table_only", False, "Compute nothing: write the table of what the run dir holds for these settings."
 )
 _RECIPE = flags.DEFINE_enum("recipe", None, ["cpu", "gpu"], "Overrides the preset's Recipe preset.")
+_DRY_RUN = flags.DEFINE_boolean(
+    "dry_run",
+    False,
+    "A few steps of every part at the preset's sizes and recipe (DRY_RUN), the first input and seed, in "
+    "a temporary run dir unless --run_dir is given: check a --preset=gpu command before a long run.",
+)
+
+# What --dry_run caps: every count that sets how long a run takes. The sizes
+# (cells, channels, batch), the recipe and the data stay the preset's, so the
+# code a long run takes is the code the dry run takes.
+DRY_RUN = {
+    "search_epochs": 1, "weight_steps": 2, "policy_steps": 1, "policy_inputs": 1, "policy_samples": 2,
+    "num_candidates": 2, "score_batches": 1, "epochs": 1, "train_batches": 2, "test_batches": 2,
+}  # fmt: skip
+
+
+def dry_run_of(settings: Settings) -> Settings:
+    """`settings` with every count capped by `DRY_RUN`, the first input and seed, one calibration batch.
+
+    Example:
+      >>> dry_run_of(PRESETS["gpu"]).net_channels, dry_run_of(PRESETS["gpu"]).weight_steps
+      (36, 2)
+    """
+    caps = {name: min(getattr(settings, name) or cap, cap) for name, cap in DRY_RUN.items()}
+    return settings.replace(
+        **caps,
+        inputs=settings.inputs[:1],
+        seeds=settings.seeds[:1],
+        calibration_size=settings.batch_size,
+    )
 
 
 def settings_from_flags() -> Settings:
@@ -291,7 +344,15 @@ def settings_from_flags() -> Settings:
         if unknown:
             raise app.UsageError(f"--baselines: unknown {unknown}; choose from {list(BASELINES)}.")
         changes["baselines"] = tuple(_BASELINES.value)
-    return settings.replace(**changes)
+    settings = settings.replace(**changes)
+    return dry_run_of(settings) if _DRY_RUN.value else settings
+
+
+def run_dir_from_flags() -> pathlib.Path:
+    """--run_dir; for a --dry_run without one, a new temporary folder (dry rows are no results)."""
+    if _DRY_RUN.value and not flags.FLAGS["run_dir"].present:
+        return pathlib.Path(tempfile.mkdtemp(prefix="paper_protocol_dry_run_"))
+    return pathlib.Path(_RUN_DIR.value)
 
 
 # -- data ------------------------------------------------------------------------
@@ -326,6 +387,17 @@ def structure_of(genotype: Genotype) -> tuple[int, str]:
 
 def _structure_name(structure: tuple[int, str]) -> str:
     return f"{structure[1]}{structure[0]}"
+
+
+def anchors_of(inputs: Sequence[str], structure: tuple[int, str] | str) -> list[str]:
+    """The inputs whose cells the search of `structure` (or its name, e.g. "loose_end4") serves.
+
+    Example:
+      >>> anchors_of(MAIN_INPUTS, "loose_end4")
+      ['ResBlock', 'VGG', 'Mobilenetv2']
+    """
+    label = structure if isinstance(structure, str) else _structure_name(structure)
+    return [name for name in inputs if _structure_name(structure_of(PUBLISHED[name])) == label]
 
 
 def _digest(key: Mapping[str, Any]) -> str:
@@ -376,6 +448,8 @@ def run_search(settings: Settings, structure: tuple[int, str], directory: pathli
         input_shape=splits.image_shape,
         space=settings.space,
         concat=concat,
+        anchors=[PUBLISHED[name] for name in anchors_of(settings.inputs, structure)],
+        anchor_prob=settings.anchor_prob,
     )
     trainer = SupernetTrainer(
         supernet, config=SupernetConfig(seed=settings.search_seed), directory=str(directory / "supernet")
@@ -776,7 +850,7 @@ def run(settings: Settings, run_dir: str | os.PathLike, *, table_only: bool = Fa
 def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)
-    run(settings_from_flags(), _RUN_DIR.value, table_only=_TABLE_ONLY.value)
+    run(settings_from_flags(), run_dir_from_flags(), table_only=_TABLE_ONLY.value)
 
 
 if __name__ == "__main__":

@@ -63,14 +63,11 @@ def test_summary_pairs_seeds_and_reports_the_spread():
     assert set(line) == set(pp.TABLE_COLUMNS)
 
 
-def _run_smoke(run_dir: pathlib.Path, script: str = "paper_protocol.py") -> str:
+def _run_smoke(
+    run_dir: pathlib.Path, script: str = "paper_protocol.py", extra: tuple[str, ...] = ("--preset=smoke",)
+) -> str:
     result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / script),
-            "--preset=smoke",
-            f"--run_dir={run_dir}",
-        ],
+        [sys.executable, str(ROOT / "benchmarks" / script), *extra, f"--run_dir={run_dir}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -148,3 +145,31 @@ def test_smoke_run_writes_the_table_and_a_rerun_skips_finished_rows(tmp_path):
     assert "| all | 4 |" in (run_dir / "cell_fidelity" / "report.md").read_text()
     again = _run_smoke(run_dir, "cell_fidelity.py")
     assert "pool of 4 architectures: cached" in again and "0 networks trained this run" in again
+
+
+def test_dry_run_caps_every_count_and_keeps_the_presets_sizes_and_recipe():
+    gpu = pp.PRESETS["gpu"]
+    dry = pp.dry_run_of(gpu)
+    # Every gpu count is above its cap; train_batches and test_batches are 0
+    # ("the whole split"), which must become the cap too, not stay "everything".
+    for name, cap in pp.DRY_RUN.items():
+        assert getattr(dry, name) == cap, name
+    assert (dry.inputs, dry.seeds) == (gpu.inputs[:1], gpu.seeds[:1])
+    same = ("supernet_cells", "supernet_channels", "net_cells", "net_channels", "recipe", "batch_size")
+    assert all(getattr(dry, name) == getattr(gpu, name) for name in same)
+
+
+@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_gpu_preset_dry_run_on_the_cpu(tmp_path):
+    # The GPU scale's command, a few steps of each part: the 600-epoch recipe's
+    # schedule, the whole-split data paths (train_batches=0 capped), the derive.
+    # Its sizes are shrunk here: the paper's 8-cell C=20 supernet takes over
+    # 7 GB and minutes to trace on the CPU, and sizes are plain parameters
+    # that the cpu preset's runs exercise.
+    small = ("--supernet_cells=2", "--supernet_channels=8", "--net_cells=2", "--net_channels=8")
+    out = _run_smoke(tmp_path / "dry", extra=("--preset=gpu", "--dry_run", *small))
+    assert "DARTS original seed 0: trained" in out
+    assert "DARTS transformed seed 0: trained" in out
+    settings = json.loads(out.split("settings: ", 1)[1].splitlines()[0])
+    assert (settings["recipe"], settings["epochs"], settings["seeds"]) == ("gpu", 1, [0])
+    assert settings["weight_steps"] == pp.DRY_RUN["weight_steps"]
