@@ -292,6 +292,9 @@ _TABLE_ONLY = flags.DEFINE_boolean(
     "table_only", False, "Compute nothing: write the table of what the run dir holds for these settings."
 )
 _RECIPE = flags.DEFINE_enum("recipe", None, ["cpu", "gpu"], "Overrides the preset's Recipe preset.")
+_VERBOSE = flags.DEFINE_integer(
+    "verbose", 1, "0 silent, 1 progress bars (search passes, training epochs), 2 a line per epoch."
+)
 _DRY_RUN = flags.DEFINE_boolean(
     "dry_run",
     False,
@@ -346,6 +349,11 @@ def settings_from_flags() -> Settings:
         changes["baselines"] = tuple(_BASELINES.value)
     settings = settings.replace(**changes)
     return dry_run_of(settings) if _DRY_RUN.value else settings
+
+
+def verbosity() -> int:
+    """--verbose once the flags are parsed; 0 for callers that import this module's functions."""
+    return _VERBOSE.value if flags.FLAGS.is_parsed() else 0
 
 
 def run_dir_from_flags() -> pathlib.Path:
@@ -477,7 +485,7 @@ def run_search(settings: Settings, structure: tuple[int, str], directory: pathli
     search = NATSearch(
         environment, policy, config=settings.search_config(), directory=str(directory / "search")
     )
-    history = search.run(verbose=0)
+    history = search.run(verbose=verbosity())
     policy.save(policy_dir)
     summary = {
         "key": key,
@@ -576,7 +584,7 @@ def train_network(settings: Settings, genotype: Genotype, seed: int) -> dict[str
         _first(splits.train, settings.train_batches),
         settings.training(seed),
         test_data=_first(splits.test, settings.test_batches),
-        verbose=0,
+        verbose=verbosity(),
     )
     return {
         "test_accuracy": result.test_accuracy,

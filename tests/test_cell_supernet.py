@@ -209,11 +209,15 @@ def _is_nat_plan_of(genotype: Genotype, source: Genotype) -> bool:
 def test_anchored_sampling_draws_plans_of_the_anchors():
     # Loose-end cells with nulls, like the hand-made inputs a random-cell
     # supernet scored at chance: anchor_prob=1 draws only NAT plans of them.
-    anchors = [PUBLISHED["ResBlock"], PUBLISHED["VGG"]]
+    anchors = [PUBLISHED["ResBlock"], PUBLISHED["VGG"], PUBLISHED["Mobilenetv2"]]
     supernet = CellSupernet(**SMALL, op_list="natpp", concat="loose_end", anchors=anchors, anchor_prob=1.0)
-    drawn = [supernet.sample_genotype((0, step)) for step in range(40)]
+    drawn = [supernet.sample_genotype((0, step)) for step in range(60)]
     for genotype in drawn:
         assert any(_is_nat_plan_of(genotype, anchor) for anchor in anchors), genotype
+        # Each is a valid input itself: a skip from c_{k-2} into a node cut
+        # off from the output made a graph whose keep-all plan failed resolve.
+        graph = supernet.graph_of(genotype)
+        nat_keras.plan.resolve(graph, nat_keras.TransformPlan.keep_all(graph, space="nat"))
     assert len({g.to_json() for g in drawn}) > 10  # plans of them, not the anchors alone
     assert supernet.sample_genotype((0, 3)) == drawn[3]  # the same seed, the same draw
     # input_graphs (the policy's inputs) draws from the same mixture.

@@ -64,8 +64,9 @@ from nat_keras.cells.operations import (
     ReLUConvBN,
 )
 from nat_keras.cells.sampler import sample_genotype
+from nat_keras.errors import PlanError
 from nat_keras.graph.arch_graph import ArchGraph
-from nat_keras.plan import TransformPlan, sample_random_plan
+from nat_keras.plan import TransformPlan, resolve, sample_random_plan
 from nat_keras.supernet.base import Supernet
 from nat_keras.supernet.cell_arch import CONCAT_RULES, CellArchCodec
 from nat_keras.supernet.cell_extract import extract_network
@@ -77,6 +78,8 @@ from nat_keras.supernet.packed_weights import Lookup, _NodeOps
 # The largest per-edge change probability of an anchor's sampled plans (the
 # probability itself is uniform below it, as for random search's plans).
 ANCHOR_MAX_CHANGE = 0.5
+# Draws of an anchor's plan before the anchor itself is taken (`_anchor_plan`).
+ANCHOR_TRIES = 20
 
 
 class CellSupernet(Supernet):
@@ -350,10 +353,7 @@ class CellSupernet(Supernet):
         if self.anchor_prob:
             rng = np.random.default_rng(seed)
             if rng.random() < self.anchor_prob:
-                graph = self._anchor_graphs[rng.integers(len(self._anchor_graphs))]
-                change = rng.uniform(0.0, ANCHOR_MAX_CHANGE)
-                plan = sample_random_plan(graph, rng, space=self.space, change_prob=change)
-                return self.arch_to_genotype(self.arch_of(graph, plan))
+                return self._anchor_plan(rng)
         return sample_genotype(
             rng,
             ops=self.op_list,
@@ -361,6 +361,30 @@ class CellSupernet(Supernet):
             exclude_null=True,
             concat="full" if self.concat == "full" else "loose",
         )
+
+    def _anchor_plan(self, rng: np.random.Generator) -> Genotype:
+        """A random NAT plan of a random anchor that is itself a valid input.
+
+        A plan may leave an input of a cell feeding only nodes that no longer
+        reach the cell's output (a skip from c_{k-2} into a node whose only
+        reader became null); the genotype then builds, but its own graph
+        fails `resolve` under its keep-all plan, so no policy could start
+        from it. Such draws are drawn again; after `ANCHOR_TRIES` the anchor
+        itself is returned.
+        """
+        index = rng.integers(len(self.anchors))
+        graph = self._anchor_graphs[index]
+        for _ in range(ANCHOR_TRIES):
+            change = rng.uniform(0.0, ANCHOR_MAX_CHANGE)
+            plan = sample_random_plan(graph, rng, space=self.space, change_prob=change)
+            genotype = self.arch_to_genotype(self.arch_of(graph, plan))
+            drawn = self.graph_of(genotype)
+            try:
+                resolve(drawn, TransformPlan.keep_all(drawn, space=self.space))
+            except PlanError:
+                continue
+            return genotype
+        return self.anchors[index]
 
     def sample_arch(self, seed: Any = None) -> np.ndarray:
         """The arch of `sample_genotype(seed)`, as the paper's trainer draws them.
