@@ -614,6 +614,25 @@ def network_key(settings: Settings, name: str, variant: str, genotype: Genotype,
     }
 
 
+def reuse_original_row(
+    rows_cache: RowCache, settings: Settings, name: str, variant: str, seed: int
+) -> dict[str, Any] | None:
+    """Stores and returns the original's row as `variant`'s, for a method that kept the input.
+
+    The same genotype, seed and recipe train to the same network (seen: 0.7892
+    and 0.8348 twice each), so training it again would only cost time. None
+    while the original's row is not there yet.
+    """
+    source = PUBLISHED[name]
+    original_key = network_key(settings, name, "original", source, seed)
+    original = rows_cache.get(original_key)
+    if original is None:
+        return None
+    values = {k: v for k, v in original.items() if k not in original_key}
+    key = network_key(settings, name, variant, source, seed)
+    return rows_cache.put(key, {**values, "same_as_original": True})
+
+
 def network_cost(settings: Settings, genotype: Genotype) -> tuple[int, int]:
     """Params and MACs (one example) of the network of `genotype` at the run's size.
 
@@ -814,6 +833,8 @@ def run(settings: Settings, run_dir: str | os.PathLike, *, table_only: bool = Fa
             for variant, genotype in genotypes.items():
                 key = network_key(settings, name, variant, genotype, seed)
                 row = rows_cache.get(key)
+                if row is None and variant != "original" and genotype == source:
+                    row = reuse_original_row(rows_cache, settings, name, variant, seed)
                 if row is None and table_only:
                     continue
                 if row is None:
@@ -821,7 +842,7 @@ def run(settings: Settings, run_dir: str | os.PathLike, *, table_only: bool = Fa
                     computed += 1
                     status = "trained"
                 else:
-                    status = "cached"
+                    status = "the original's row" if row.get("same_as_original") else "cached"
                 rows.append({k: v for k, v in row.items() if k not in ("genotype", "recipe")})
                 print(
                     f"{name} {variant} seed {seed}: {status}, test accuracy {row['test_accuracy']:.4f}, "

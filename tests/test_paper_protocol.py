@@ -173,3 +173,17 @@ def test_gpu_preset_dry_run_on_the_cpu(tmp_path):
     settings = json.loads(out.split("settings: ", 1)[1].splitlines()[0])
     assert (settings["recipe"], settings["epochs"], settings["seeds"]) == ("gpu", 1, [0])
     assert settings["weight_steps"] == pp.DRY_RUN["weight_steps"]
+
+
+def test_a_kept_input_reuses_the_originals_row(tmp_path):
+    settings = pp.PRESETS["smoke"]
+    cache = pp.RowCache(tmp_path)
+    assert pp.reuse_original_row(cache, settings, "DARTS", "random", 0) is None  # no original yet
+    darts = PUBLISHED["DARTS"]
+    cache.put(pp.network_key(settings, "DARTS", "original", darts, 0), {"test_accuracy": 0.81, "params": 5})
+    row = pp.reuse_original_row(cache, settings, "DARTS", "random", 0)
+    assert (row["variant"], row["test_accuracy"], row["same_as_original"]) == ("random", 0.81, True)
+    # Stored under the method's own key, so a rerun finds it as a cached row.
+    again = pp.RowCache(tmp_path).get(pp.network_key(settings, "DARTS", "random", darts, 0))
+    assert again == row
+    assert pp.reuse_original_row(cache, settings, "DARTS", "random", 1) is None  # other seeds stay apart
