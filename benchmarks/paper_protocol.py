@@ -49,9 +49,13 @@ Presets (flags given on the command line override them):
   150 batches of 64 (Recipe.cpu schedule), the full test split; inputs DARTS,
   ResBlock, VGG, Mobilenetv2, ENAS (in that order: the most informative
   first), seeds 0 and 1; NAT and the baselines (random search, keras-tuner
-  Bayesian: `BASELINES`). The search was 6 epochs of 30 weight steps until
-  2026-12-06 (220 s on one core), after which its supernet scored DARTS's
-  candidates at 0.10-0.28 accuracy, too close to chance to rank them.
+  Bayesian: `BASELINES`); anchored searches (`anchor_prob` 0.5). On one
+  core of this 2-core machine (2026-12-06): 10-18 min per search (3
+  structures), 1-5 min per network (20 for NAT alone, 20 more for the
+  baselines), so about 1.5 h for NAT on 2 cores and as much again for the
+  baselines. The search was 6 epochs of 30 weight steps until 2026-12-06
+  (220 s), after which its supernet scored DARTS's candidates at 0.10-0.28
+  accuracy, too close to chance to rank them.
 - gpu: the paper's scale (documented, not run here): the paper's 8-cell
   supernet with C=20 and 100 search epochs, each a pass over the 40% (375
   steps of 64) and 100 policy steps of 1 input x 4 plans (our choice of m,
