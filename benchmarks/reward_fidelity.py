@@ -75,6 +75,9 @@ Presets (any flag given overrides its preset value):
   2 min per row: about 1 h in all (reruns resume from the cache).
 - `gpu`: the full 60,000 / 10,000 images, 30 source epochs, 2,000 supernet
   steps, 40 plans fine-tuned 5 epochs; documented, not run here.
+  `--preset=gpu --dry_run` runs every part for a few steps (`DRY_RUN`) at
+  its model and settings, in a temporary run dir, on any machine
+  (tests/test_reward_fidelity.py runs it on the CPU).
 
   python benchmarks/reward_fidelity.py --preset=smoke --run_dir=/tmp/rf
   python benchmarks/reward_fidelity.py --preset=cpu            # -> benchmarks/results/reward_fidelity
@@ -90,6 +93,7 @@ import math
 import os
 import pathlib
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -179,6 +183,29 @@ _REPORT_ONLY = flags.DEFINE_bool(
     "report_only", False, "Train nothing: report the rows already in the cache (e.g. of a run cut short)."
 )
 _VERBOSE = flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bars, 2 a line per epoch.")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run",
+    False,
+    "A few steps of every part at the preset's model and settings (DRY_RUN caps the counts), in a "
+    "temporary run dir unless --run_dir is given: check a --preset=gpu command before a long run.",
+)
+
+# What --dry_run caps: every count that sets how long a run takes ("0: all"
+# included); the model, space, batch size and learning rate stay the preset's.
+DRY_RUN = {
+    "train_examples": 512, "test_examples": 256, "source_epochs": 1, "supernet_steps": 2, "plans": 2,
+    "epochs": 1, "seeds": 2, "noise_plans": 0, "wide_score_batches": 1,
+}  # fmt: skip
+
+
+def dry_run_of(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` with every count capped by `DRY_RUN` (0, "all", becomes the cap).
+
+    Example:
+      >>> dry_run_of(PRESETS["gpu"])["supernet_steps"], dry_run_of(PRESETS["gpu"])["model"]
+      (2, 'resnet20')
+    """
+    return {**values, **{name: min(values[name] or cap, cap) for name, cap in DRY_RUN.items()}}
 
 # derive's default: the size of the candidate sets whose top plan we check.
 _CANDIDATES = 10
@@ -212,7 +239,7 @@ def settings() -> dict[str, Any]:
     )
     if values["plans"] < 2:
         raise app.UsageError("--plans must be at least 2 (the keep-all plan and one other).")
-    return values
+    return dry_run_of(values) if _DRY_RUN.value else values
 
 
 def _digest(key: Mapping[str, Any]) -> str:
@@ -452,6 +479,8 @@ def main(argv: list[str]) -> None:
     config = settings()
     config["verbose"] = _VERBOSE.value
     run_dir = pathlib.Path(_RUN_DIR.value)
+    if _DRY_RUN.value and not flags.FLAGS["run_dir"].present:
+        run_dir = pathlib.Path(tempfile.mkdtemp(prefix="reward_fidelity_dry_run_"))
     cache = RowCache(run_dir)
     save_provenance(run_dir)
     print("settings:", json.dumps({k: v for k, v in config.items() if k != "verbose"}, sort_keys=True))

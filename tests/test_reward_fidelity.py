@@ -131,3 +131,30 @@ def test_smoke_preset_writes_the_report_and_a_rerun_skips_finished_rows(tmp_path
     assert "cached: source" in second and "cached: supernet" in second
     with (tmp_path / "reward_fidelity.csv").open() as stream:
         assert list(csv.DictReader(stream)) == table
+
+
+def test_dry_run_caps_every_count_and_keeps_the_model():
+    dry = rf.dry_run_of(rf.PRESETS["gpu"])
+    # Every gpu count is above its cap, and "0: all images" becomes the cap too.
+    assert {name: dry[name] for name in rf.DRY_RUN} == rf.DRY_RUN
+    assert dry["model"] == rf.PRESETS["gpu"]["model"]
+
+
+@pytest.mark.skipif(
+    __import__("nat_keras").data.fashion_mnist.find_directory() is None,
+    reason="needs Fashion-MNIST's IDX files (Debian's dataset-fashion-mnist)",
+)
+def test_gpu_preset_dry_run_on_the_cpu(tmp_path):
+    # The GPU command, a few steps of each part (ResNet-8 for ResNet-20 to
+    # spare tracing time: the model is a plain parameter the cpu preset runs).
+    command = [
+        sys.executable, str(REPO / "benchmarks" / "reward_fidelity.py"), "--preset=gpu", "--dry_run",
+        "--model=resnet8", f"--run_dir={tmp_path}", "--verbose=0",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    settings = json.loads(done.stdout.split("settings: ", 1)[1].splitlines()[0])
+    assert (settings["plans"], settings["train_examples"], settings["supernet_steps"]) == (2, 512, 2)
+    with (tmp_path / "reward_fidelity.csv").open() as stream:
+        table = list(csv.DictReader(stream))
+    assert sorted((int(r["plan"]), int(r["seed"])) for r in table) == [(0, 0), (0, 1), (1, 0)]
