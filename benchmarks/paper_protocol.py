@@ -87,7 +87,6 @@ import json
 import os
 import pathlib
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -108,7 +107,14 @@ from nat_keras.search.baselines import run_method
 from nat_keras.train import Recipe
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from rows import RESULTS_DIR, RowCache, save_provenance, write_csv  # a sibling module, not a package
+from rows import (  # a sibling module, not a package
+    RESULTS_DIR,
+    RowCache,
+    dry_run_counts,
+    run_dir_for,
+    save_provenance,
+    write_csv,
+)
 
 MAIN_INPUTS = ("DARTS", "ResBlock", "VGG", "Mobilenetv2", "ENAS")
 ALL_INPUTS = MAIN_INPUTS + tuple(name for name in TRANSFORMED if name not in MAIN_INPUTS)
@@ -322,9 +328,8 @@ def dry_run_of(settings: Settings) -> Settings:
       >>> dry_run_of(PRESETS["gpu"]).net_channels, dry_run_of(PRESETS["gpu"]).weight_steps
       (36, 2)
     """
-    caps = {name: min(getattr(settings, name) or cap, cap) for name, cap in DRY_RUN.items()}
     return settings.replace(
-        **caps,
+        **dry_run_counts(dataclasses.asdict(settings), DRY_RUN),
         inputs=settings.inputs[:1],
         seeds=settings.seeds[:1],
         calibration_size=settings.batch_size,
@@ -362,9 +367,9 @@ def verbosity() -> int:
 
 def run_dir_from_flags() -> pathlib.Path:
     """--run_dir; for a --dry_run without one, a new temporary folder (dry rows are no results)."""
-    if _DRY_RUN.value and not flags.FLAGS["run_dir"].present:
-        return pathlib.Path(tempfile.mkdtemp(prefix="paper_protocol_dry_run_"))
-    return pathlib.Path(_RUN_DIR.value)
+    return run_dir_for(
+        _RUN_DIR.value, dry_run=_DRY_RUN.value, given=flags.FLAGS["run_dir"].present, name="paper_protocol"
+    )
 
 
 # -- data ------------------------------------------------------------------------

@@ -93,7 +93,6 @@ import math
 import os
 import pathlib
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -117,7 +116,7 @@ from nat_keras.transform import inherit_new_layers
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from ranking import correlations, plan_pool, top_beats_source  # sibling modules, not a package
-from rows import RESULTS_DIR, RowCache, save_provenance, write_csv
+from rows import RESULTS_DIR, RowCache, dry_run_counts, run_dir_for, save_provenance, write_csv
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
@@ -205,7 +204,7 @@ def dry_run_of(values: Mapping[str, Any]) -> dict[str, Any]:
       >>> dry_run_of(PRESETS["gpu"])["supernet_steps"], dry_run_of(PRESETS["gpu"])["model"]
       (2, 'resnet20')
     """
-    return {**values, **{name: min(values[name] or cap, cap) for name, cap in DRY_RUN.items()}}
+    return {**values, **dry_run_counts(values, DRY_RUN)}
 
 # derive's default: the size of the candidate sets whose top plan we check.
 _CANDIDATES = 10
@@ -478,9 +477,9 @@ def main(argv: list[str]) -> None:
     del argv
     config = settings()
     config["verbose"] = _VERBOSE.value
-    run_dir = pathlib.Path(_RUN_DIR.value)
-    if _DRY_RUN.value and not flags.FLAGS["run_dir"].present:
-        run_dir = pathlib.Path(tempfile.mkdtemp(prefix="reward_fidelity_dry_run_"))
+    run_dir = run_dir_for(
+        _RUN_DIR.value, dry_run=_DRY_RUN.value, given=flags.FLAGS["run_dir"].present, name="reward_fidelity"
+    )
     cache = RowCache(run_dir)
     save_provenance(run_dir)
     print("settings:", json.dumps({k: v for k, v in config.items() if k != "verbose"}, sort_keys=True))

@@ -27,6 +27,7 @@ import os
 import pathlib
 import platform
 import sys
+import tempfile
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -104,6 +105,28 @@ def write_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> pat
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def dry_run_counts(values: Mapping[str, Any], caps: Mapping[str, int]) -> dict[str, int]:
+    """The counts named by `caps`, each at most its cap; a count of 0 ("all") becomes the cap.
+
+    What a benchmark's `--dry_run` runs with: a few steps of every part.
+
+    Example:
+      >>> dry_run_counts({"epochs": 600, "train_batches": 0, "seed": 3}, {"epochs": 1, "train_batches": 2})
+      {'epochs': 1, 'train_batches': 2}
+    """
+    return {name: min(values[name] or cap, cap) for name, cap in caps.items()}
+
+
+def run_dir_for(run_dir: str | os.PathLike, *, dry_run: bool, given: bool, name: str) -> pathlib.Path:
+    """`run_dir`, or for a dry run whose run dir was not `given`, a new temporary one.
+
+    A dry run's rows are no results, so they stay out of `RESULTS_DIR`.
+    """
+    if dry_run and not given:
+        return pathlib.Path(tempfile.mkdtemp(prefix=f"{name}_dry_run_"))
+    return pathlib.Path(run_dir)
 
 
 def provenance() -> dict[str, Any]:

@@ -8,7 +8,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from rows import RowCache, provenance, write_csv
+from rows import RESULTS_DIR, RowCache, dry_run_counts, provenance, run_dir_for, write_csv
 
 
 def test_rows_resume_by_key_whatever_the_key_order(tmp_path):
@@ -39,3 +39,18 @@ def test_csv_has_every_field_and_provenance_names_the_versions(tmp_path):
         assert list(csv.DictReader(stream)) == [{"a": "1", "b": ""}, {"a": "2", "b": "3"}]
     facts = provenance()
     assert {"command", "machine", "tensorflow", "keras", "nat_keras"} <= set(facts)
+
+
+def test_dry_run_counts_cap_every_count_and_all_becomes_the_cap():
+    values = {"epochs": 600, "train_batches": 0, "plans": 1, "model": "resnet20"}
+    caps = {"epochs": 1, "train_batches": 2, "plans": 2}
+    assert dry_run_counts(values, caps) == {"epochs": 1, "train_batches": 2, "plans": 1}
+
+
+def test_a_dry_run_without_a_given_run_dir_writes_outside_the_results():
+    given = run_dir_for(RESULTS_DIR / "x", dry_run=True, given=True, name="x")
+    assert given == RESULTS_DIR / "x"
+    assert run_dir_for(RESULTS_DIR / "x", dry_run=False, given=False, name="x") == RESULTS_DIR / "x"
+    temporary = run_dir_for(RESULTS_DIR / "x", dry_run=True, given=False, name="x")
+    assert temporary.is_dir() and RESULTS_DIR not in temporary.parents
+    temporary.rmdir()
