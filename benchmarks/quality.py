@@ -31,13 +31,15 @@ Presets (flags override them):
 
 - `smoke`: ResNet-8, 512 training images, 256 test images, the equal budget,
   original / nat / random, 1 seed; about 2 minutes (tests/test_quality.py).
-- `cpu`: ResNet-20, ResNet-56, VGG-16 and MobileNetV2 on 10,000 training
-  images (32x32x3 Fashion-MNIST), source 3 epochs, search 6 epochs of 30
-  weight + 5 policy steps (4 samples), fine-tuning 1 epoch, both budgets, all
-  methods, 2 seeds: 4 inputs x (1 + 2 x 5) methods x 2 seeds = 88 rows, about
-  4 min each on 2 cores (ResNet-20; the deeper ones longer): a day. `--inputs`
-  runs part of it.
-- `gpu`: the full 60,000 images, source 30 epochs, search 50 x (100 + 50),
+- `cpu`: ResNet-20, ResNet-56 at half width, VGG-16 at a quarter width and
+  MobileNetV2 at half width (`CPU_WIDTHS`: 20-41M MACs each, tables say
+  "vgg16 x0.25") on 10,000 training images (32x32x3 Fashion-MNIST), source 3
+  epochs, search 6 epochs of 30 weight + 5 policy steps (4 samples),
+  fine-tuning 1 epoch, both budgets, all methods, 2 seeds: 4 inputs x (1 + 2 x
+  5) methods x 2 seeds = 88 rows of 8-15 min on one core: about 8 hours per
+  core, so it runs over several sessions (`--inputs` and `--seeds` run part of
+  it; finished rows stay cached in git).
+- `gpu`: every input at full width, the full 60,000 images, source 30 epochs, search 50 x (100 + 50),
   fine-tuning 10 epochs, 3 seeds; documented, not run here.
 
   python benchmarks/quality.py --preset=smoke --run_dir=/tmp/quality
@@ -96,10 +98,32 @@ class Settings:
     dataset: str = "fashion_mnist"
     batch_size: int = 64
     seed: int = 0
+    # (input, width) pairs: the inputs built at a width multiplier other than 1
+    # (nat_keras.models.width), so that the deeper or wider ones fit a CPU.
+    widths: tuple[tuple[str, float], ...] = ()
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
+    def width(self, name: str) -> float:
+        return dict(self.widths).get(name, 1.0)
+
+    def input_key(self, name: str) -> dict[str, Any]:
+        """What identifies input `name` in a cache key; the width only if not 1, so
+        rows cached before widths existed keep their keys.
+
+        Example:
+          >>> PRESETS["cpu"].input_key("vgg16")
+          {'input': 'vgg16', 'width': 0.25}
+        """
+        width = self.width(name)
+        return {"input": name} if width == 1.0 else {"input": name, "width": width}
+
+
+# Widths of the cpu preset: each input at 20-41M MACs, near ResNet-20's 40.8M,
+# where a row takes 8-15 minutes on one core (at full width VGG-16 has 313M,
+# ResNet-56 126M, MobileNetV2 88M: a row of VGG-16 would take over an hour).
+CPU_WIDTHS = (("resnet56", 0.5), ("vgg16", 0.25), ("mobilenet_v2", 0.5))
 
 PRESETS = {
     "smoke": Settings(
@@ -111,6 +135,7 @@ PRESETS = {
         inputs=("resnet20", "resnet56", "vgg16", "mobilenet_v2"), methods=METHODS, budgets=tuple(BUDGETS),
         seeds=(0, 1), train_examples=10_000, test_examples=0, source_epochs=3, search_epochs=6,
         weight_steps=30, policy_steps=5, samples=4, num_candidates=10, fine_tune_epochs=1,
+        widths=CPU_WIDTHS,
     ),
     "gpu": Settings(
         inputs=("resnet20", "resnet56", "vgg16", "mobilenet_v2"), methods=METHODS, budgets=tuple(BUDGETS),
@@ -125,6 +150,9 @@ _INPUTS = flags.DEFINE_list("inputs", None, "Input networks (names of nat_keras.
 _METHODS = flags.DEFINE_list("methods", None, f"Methods, any of {list(METHODS)}.")
 _BUDGETS = flags.DEFINE_list("budgets", None, f"Budgets, any of {list(BUDGETS)}.")
 _SEEDS = flags.DEFINE_list("seeds", None, "Seeds of the searches and fine-tuning.")
+_WIDTHS = flags.DEFINE_list(
+    "widths", None, "Width multipliers of inputs as name=width (e.g. vgg16=0.25); others are built at 1."
+)
 # Integer overrides of the preset, one flag per Settings field.
 _INT_FIELDS = (
     "train_examples", "test_examples", "source_epochs", "search_epochs", "weight_steps", "policy_steps",
@@ -151,10 +179,38 @@ def settings_from_flags() -> Settings:
             changes[name] = tuple(flag.value)
     if _SEEDS.value is not None:
         changes["seeds"] = tuple(int(s) for s in _SEEDS.value)
+    if _WIDTHS.value is not None:
+        changes["widths"] = parse_widths(_WIDTHS.value)
     for name in _INT_FIELDS:
         if flags.FLAGS[name].value is not None:
             changes[name] = flags.FLAGS[name].value
     return settings.replace(**changes)
+
+
+def parse_widths(values: Sequence[str]) -> tuple[tuple[str, float], ...]:
+    """`--widths` as (input, width) pairs.
+
+    Example:
+      >>> parse_widths(["vgg16=0.25", "resnet56=0.5"])
+      (('resnet56', 0.5), ('vgg16', 0.25))
+    """
+    pairs = {}
+    for value in values:
+        name, _, width = value.partition("=")
+        if name not in nat_keras.models.MODELS or not width:
+            raise app.UsageError(
+                f"--widths: expected name=width, name in {sorted(nat_keras.models.MODELS)}; got {value!r}."
+            )
+        try:
+            pairs[name] = float(width)
+        except ValueError:
+            raise app.UsageError(f"--widths: {value!r}: the width must be a number.") from None
+    return tuple(sorted(pairs.items()))
+
+
+def label(row: Mapping[str, Any]) -> str:
+    """An input's name in tables: with its width when it is not 1 ("vgg16 x0.25")."""
+    return row["input"] if row.get("width", 1.0) == 1.0 else f"{row['input']} x{row['width']:g}"
 
 
 def _digest(key: Mapping[str, Any]) -> str:
@@ -182,7 +238,7 @@ def source_model(
 ) -> tuple[keras.Model, dict[str, Any]]:
     """The input network trained from scratch (cached as a .keras file beside its row)."""
     key = {
-        "part": "source", "input": name, "dataset": settings.dataset,
+        "part": "source", **settings.input_key(name), "dataset": settings.dataset,
         "train_examples": settings.train_examples, "epochs": settings.source_epochs,
         "recipe": settings.recipe, "seed": settings.seed, "pipeline": nat_keras.data.PIPELINE_VERSION,
     }  # fmt: skip
@@ -192,7 +248,9 @@ def source_model(
         print(f"{name}: source cached (test accuracy {row['test_accuracy']:.4f})")
         return keras.models.load_model(path), row
     splits = load_data(settings, settings.seed)
-    model = nat_keras.models.get_model(name, input_shape=splits.image_shape, num_classes=splits.num_classes)
+    model = nat_keras.models.get_model(
+        name, input_shape=splits.image_shape, num_classes=splits.num_classes, width=settings.width(name)
+    )
     print(f"{name}: training the source for {settings.source_epochs} epochs")
     result = train(
         model, splits, recipe(settings, epochs=settings.source_epochs, init=SCRATCH, seed=settings.seed),
@@ -218,10 +276,10 @@ def row_key(settings: Settings, name: str, budget: str, method: str, seed: int) 
     shared = {
         f.name: getattr(settings, f.name)
         for f in dataclasses.fields(Settings)
-        if f.name not in ("inputs", "methods", "budgets", "seeds", "seed")
+        if f.name not in ("inputs", "methods", "budgets", "seeds", "seed", "widths")
     }
     return {
-        "part": "row", "input": name, "budget": budget, "method": method, "seed": int(seed),
+        "part": "row", **settings.input_key(name), "budget": budget, "method": method, "seed": int(seed),
         **shared, "source_seed": settings.seed, "pipeline": nat_keras.data.PIPELINE_VERSION,
     }  # fmt: skip
 
@@ -289,7 +347,7 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if row.get("part") != "row":
             continue
         budget = "-" if row["method"] == "original" else row["budget"]
-        groups.setdefault((row["input"], budget, row["method"]), []).append(row)
+        groups.setdefault((label(row), budget, row["method"]), []).append(row)
     table = []
     for (name, budget, method), members in groups.items():
         if method == "original":  # the same net at every budget: one entry, each seed once

@@ -237,3 +237,39 @@ def test_get_model_unknown_name_lists_valid_names() -> None:
 def test_options_are_keyword_only(name: str) -> None:
     with pytest.raises(TypeError):
         MODELS[name]((32, 32, 3))
+
+
+# Filters of the first convolution and of the last one before the classifier, at width 0.5.
+HALF_WIDTH_FILTERS = {
+    "vgg16": ("block1_conv1", 32, "block5_conv3", 256),
+    "resnet8": ("stem_conv", 8, "stage3_block0_conv2", 32),
+    "resnet20": ("stem_conv", 8, "stage3_block2_conv2", 32),
+    "resnet56": ("stem_conv", 8, "stage3_block8_conv2", 32),
+    # MobileNetV2 keeps its 1280-channel head below width 1, as keras.applications does.
+    "mobilenet_v2": ("stem_conv", 16, "head_conv", 1280),
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_width_scales_the_filters(name: str) -> None:
+    first, first_filters, last, last_filters = HALF_WIDTH_FILTERS[name]
+    model = get_model(name, width=0.5)
+    assert model.get_layer(first).filters == first_filters
+    assert model.get_layer(last).filters == last_filters
+    assert model.output_shape == (None, 10)
+    assert model.count_params() < 0.5 * EXPECTED_PARAMS[name]
+    assert get_model(name, width=1.0).count_params() == EXPECTED_PARAMS[name]
+
+
+def test_width_rounds_channels_to_multiples_of_eight() -> None:
+    model = mobilenet_v2(width=0.5)  # 24 * 0.5 = 12 rounds up to 16, not down to 8
+    assert model.get_layer("stage2_block0_project_conv").filters == 16
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert all(layer.filters % 8 == 0 for layer in convs)
+    assert resnet20(width=0.1).get_layer("stem_conv").filters == 8  # never below 8
+
+
+@pytest.mark.parametrize("width", [0, -0.5, "half", True])
+def test_width_must_be_positive(width: object) -> None:
+    with pytest.raises(ValueError, match="vgg16: width must be a positive number"):
+        vgg16(width=width)

@@ -34,6 +34,25 @@ def test_each_seed_has_its_own_row():
     assert keys[0]["source_seed"] == keys[1]["source_seed"] == 0
 
 
+def test_an_input_built_at_another_width_is_its_own_input():
+    settings = quality.PRESETS["cpu"]
+    full = quality.row_key(settings, "resnet20", "equal", "nat", 0)
+    assert "width" not in full  # rows cached before widths existed keep their keys
+    assert quality.row_key(settings, "vgg16", "equal", "nat", 0)["width"] == 0.25
+    narrower = quality.row_key(settings.replace(widths=(("vgg16", 0.5),)), "vgg16", "equal", "nat", 0)
+    assert narrower["width"] == 0.5
+    rows = [_row("original", 0, 0.9), {**_row("original", 0, 0.8), "width": 0.5}]
+    assert [r["input"] for r in quality.summarise(rows)] == ["resnet8", "resnet8 x0.5"]
+
+
+def test_widths_flag_is_parsed_and_checked():
+    assert quality.parse_widths(["vgg16=0.25"]) == (("vgg16", 0.25),)
+    with pytest.raises(quality.app.UsageError, match="name=width"):
+        quality.parse_widths(["vgg99=0.25"])
+    with pytest.raises(quality.app.UsageError, match="must be a number"):
+        quality.parse_widths(["vgg16=quarter"])
+
+
 def test_summary_gives_mean_and_spread_and_the_original_once():
     rows = [
         _row("original", 0, 0.90),

@@ -1,7 +1,7 @@
 """Hand-made CIFAR reference networks of the NAT paper, as Keras 3 models.
 
 Every factory takes keyword-only options (`input_shape`, `num_classes`,
-`name`, `weight_decay`) and returns a functional `keras.Model` built from
+`name`, `weight_decay`, `width`) and returns a functional `keras.Model` built from
 standard `keras.layers` with explicit, unique layer names. The models output
 raw logits (no softmax).
 
@@ -55,7 +55,7 @@ def get_model(name: str, /, **kwargs: Any) -> keras.Model:
         "mobilenet_v2"); positional-only, so that `name=` in `kwargs` names
         the model.
       **kwargs: keyword options passed on to the factory (`input_shape`,
-        `num_classes`, `name`, `weight_decay`).
+        `num_classes`, `name`, `weight_decay`, `width`).
 
     Returns:
       The functional `keras.Model`, which outputs raw logits.

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import keras
 
+from nat_keras.models.width import check_width, scale_filters
+
 # (expansion, output channels, number of blocks, stride of the first block).
 MOBILENET_V2_CIFAR_CONFIG: tuple[tuple[int, int, int, int], ...] = (
     (1, 16, 1, 1),
@@ -87,6 +89,7 @@ def mobilenet_v2(
     num_classes: int = 10,
     name: str = "mobilenet_v2",
     weight_decay: float | None = None,
+    width: float = 1.0,
 ) -> keras.Model:
     """Builds the CIFAR MobileNetV2 (about 2.2M parameters for 10 classes).
 
@@ -104,6 +107,10 @@ def mobilenet_v2(
       weight_decay: if set, an L2 penalty `weight_decay * sum(w**2)` on every
         convolution, depthwise and Dense kernel (not on biases or
         BatchNormalization).
+      width: multiplier of the stem's and the blocks' filters
+        (`nat_keras.models.width`; the `alpha` of `keras.applications`). As
+        there, the 1280-channel head is kept for widths up to 1 and scaled
+        above.
 
     Returns:
       A functional `keras.Model` whose output is the raw logits (no softmax),
@@ -114,10 +121,11 @@ def mobilenet_v2(
       >>> model.output_shape
       (None, 100)
     """
+    width = check_width(width, name)
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
     inputs = keras.Input(shape=input_shape, name="input")
     x = keras.layers.Conv2D(
-        STEM_FILTERS,
+        scale_filters(STEM_FILTERS, width),
         3,
         padding="same",
         use_bias=False,
@@ -134,12 +142,13 @@ def mobilenet_v2(
             x = _inverted_residual(
                 x,
                 expansion,
-                filters,
+                scale_filters(filters, width),
                 strides,
                 f"stage{stage}_block{block}",
                 regularizer,
             )
-    x = _pointwise(x, HEAD_FILTERS, "head", regularizer, relu6=True)
+    head_filters = HEAD_FILTERS if width <= 1.0 else scale_filters(HEAD_FILTERS, width)
+    x = _pointwise(x, head_filters, "head", regularizer, relu6=True)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = keras.layers.Dense(num_classes, kernel_regularizer=regularizer, name="logits")(x)
     return keras.Model(inputs, outputs, name=name)

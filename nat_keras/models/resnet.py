@@ -13,6 +13,7 @@ from __future__ import annotations
 import keras
 
 from nat_keras.errors import ConfigError
+from nat_keras.models.width import check_width, scale_filters
 
 STAGE_FILTERS: tuple[int, ...] = (16, 32, 64)
 
@@ -64,6 +65,7 @@ def resnet(
     num_classes: int = 10,
     name: str | None = None,
     weight_decay: float | None = None,
+    width: float = 1.0,
 ) -> keras.Model:
     """Builds a CIFAR ResNet of depth 6n + 2.
 
@@ -80,13 +82,16 @@ def resnet(
       name: name of the returned model; defaults to `f"resnet{depth}"`.
       weight_decay: if set, an L2 penalty `weight_decay * sum(w**2)` on every
         convolution and Dense kernel (not on biases or BatchNormalization).
+      width: multiplier of every convolution's filters (`nat_keras.models.width`):
+        0.5 gives stages of 8, 16 and 32 filters, about a quarter of the MACs.
 
     Returns:
       A functional `keras.Model` whose output is the raw logits (no softmax),
       shape `(batch, num_classes)`.
 
     Raises:
-      ValueError: if `depth` is not of the form 6n + 2 with n >= 1.
+      ConfigError: if `depth` is not of the form 6n + 2 with n >= 1, or `width`
+        is not positive.
 
     Example:
       >>> model = resnet(depth=32)
@@ -95,14 +100,16 @@ def resnet(
     """
     if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
         raise ConfigError(f"ResNet depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, ...); got {depth!r}.")
+    width = check_width(width, name or f"resnet{depth}")
+    stage_filters = [scale_filters(f, width) for f in STAGE_FILTERS]
     blocks_per_stage = (depth - 2) // 6
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
 
     inputs = keras.Input(shape=input_shape, name="input")
-    x = _conv(STAGE_FILTERS[0], 3, 1, "stem_conv", regularizer)(inputs)
+    x = _conv(stage_filters[0], 3, 1, "stem_conv", regularizer)(inputs)
     x = keras.layers.BatchNormalization(name="stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
-    for stage, filters in enumerate(STAGE_FILTERS, start=1):
+    for stage, filters in enumerate(stage_filters, start=1):
         for block in range(blocks_per_stage):
             strides = 2 if stage > 1 and block == 0 else 1
             x = _basic_block(x, filters, strides, f"stage{stage}_block{block}", regularizer)
@@ -117,6 +124,7 @@ def resnet8(
     num_classes: int = 10,
     name: str = "resnet8",
     weight_decay: float | None = None,
+    width: float = 1.0,
 ) -> keras.Model:
     """Builds the CIFAR ResNet-8 (1 block per stage, about 78K parameters).
 
@@ -128,6 +136,7 @@ def resnet8(
       num_classes: number of output units.
       name: name of the returned model.
       weight_decay: optional L2 factor on convolution and Dense kernels.
+      width: multiplier of every convolution's filters (`nat_keras.models.width`).
 
     Returns:
       A functional `keras.Model` that outputs raw logits (no softmax).
@@ -142,6 +151,7 @@ def resnet8(
         num_classes=num_classes,
         name=name,
         weight_decay=weight_decay,
+        width=width,
     )
 
 
@@ -151,6 +161,7 @@ def resnet20(
     num_classes: int = 10,
     name: str = "resnet20",
     weight_decay: float | None = None,
+    width: float = 1.0,
 ) -> keras.Model:
     """Builds the CIFAR ResNet-20 (3 blocks per stage, about 0.27M parameters).
 
@@ -159,6 +170,7 @@ def resnet20(
       num_classes: number of output units.
       name: name of the returned model.
       weight_decay: optional L2 factor on convolution and Dense kernels.
+      width: multiplier of every convolution's filters (`nat_keras.models.width`).
 
     Returns:
       A functional `keras.Model` that outputs raw logits (no softmax).
@@ -173,6 +185,7 @@ def resnet20(
         num_classes=num_classes,
         name=name,
         weight_decay=weight_decay,
+        width=width,
     )
 
 
@@ -182,6 +195,7 @@ def resnet56(
     num_classes: int = 10,
     name: str = "resnet56",
     weight_decay: float | None = None,
+    width: float = 1.0,
 ) -> keras.Model:
     """Builds the CIFAR ResNet-56 (9 blocks per stage, about 0.85M parameters).
 
@@ -190,6 +204,7 @@ def resnet56(
       num_classes: number of output units.
       name: name of the returned model.
       weight_decay: optional L2 factor on convolution and Dense kernels.
+      width: multiplier of every convolution's filters (`nat_keras.models.width`).
 
     Returns:
       A functional `keras.Model` that outputs raw logits (no softmax).
@@ -204,4 +219,5 @@ def resnet56(
         num_classes=num_classes,
         name=name,
         weight_decay=weight_decay,
+        width=width,
     )

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import keras
 
+from nat_keras.models.width import check_width, scale_filters
+
 # Filters of the convolutions in each of the five blocks.
 VGG16_BLOCKS: tuple[tuple[int, ...], ...] = (
     (64, 64),
@@ -28,6 +30,7 @@ def vgg16(
     num_classes: int = 10,
     name: str = "vgg16",
     weight_decay: float | None = None,
+    width: float = 1.0,
 ) -> keras.Model:
     """Builds the CIFAR VGG-16 (about 14.7M parameters for 10 classes).
 
@@ -41,6 +44,8 @@ def vgg16(
       name: name of the returned model.
       weight_decay: if set, an L2 penalty `weight_decay * sum(w**2)` on every
         convolution and Dense kernel (not on biases or BatchNormalization).
+      width: multiplier of every convolution's filters (`nat_keras.models.width`):
+        0.25 gives blocks of 16 to 128 filters, about 1/16 of the MACs.
 
     Returns:
       A functional `keras.Model` whose output is the raw logits
@@ -51,6 +56,7 @@ def vgg16(
       >>> model.output_shape
       (None, 100)
     """
+    width = check_width(width, name)
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
     inputs = keras.Input(shape=input_shape, name="input")
     x = inputs
@@ -58,7 +64,7 @@ def vgg16(
         for conv, filters in enumerate(filters_per_conv, start=1):
             prefix = f"block{block}"
             x = keras.layers.Conv2D(
-                filters,
+                scale_filters(filters, width),
                 3,
                 padding="same",
                 use_bias=False,
