@@ -427,6 +427,7 @@ def plan_cost(graph: ArchGraph, plan: TransformPlan) -> Cost:
     for edge in graph.edges:
         if edge.id in resolution.live_edges:
             total = total + edge_cost_after(edge, resolution.actions[edge.id])
-    node_params = sum(graph.node(n).params for n in resolution.live_nodes)
+    live_nodes = [graph.node(n) for n in resolution.live_nodes]
+    node_cost = Cost(sum(n.params for n in live_nodes), sum(n.macs for n in live_nodes))
     total_adds = adds(graph, resolution.actions, resolution.live_nodes)
-    return Cost(total.params + node_params, total.macs, total_adds)
+    return Cost(total.params + node_cost.params, total.macs + node_cost.macs, total_adds)

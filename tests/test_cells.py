@@ -318,13 +318,12 @@ def test_cell_copies_follow_the_network_layout():
     assert cell_copies(2, 8, 16) == {"normal": (), "reduce": ((16, 16), (32, 8))}
 
 
-@pytest.mark.parametrize("source", ["DARTS", "ENAS", "R3"])
+@pytest.mark.parametrize("source", ["DARTS", "ENAS", "R3", "VGG", "Mobilenetv2", "ResBlock"])
 def test_num_cells_costs_plans_as_the_network_does(source):
     """A plan's cost change on the graph is the change in the built network's cost.
 
-    In cells that read both inputs: the graph does not hold the inputs'
-    preprocessing, which a plan adding the first read of c_{k-2} (VGG)
-    brings into the network (genotype_to_arch_graph's docstring).
+    Including the hand-made cells (VGG, MobileNetV2), whose c_{k-2} feeds only
+    placeholders: a skip added from it builds its preprocessing in every cell.
     """
     genotype = PUBLISHED[source]
     kwargs = {"channels": 8, "spatial": 16, "num_cells": 5}
@@ -339,6 +338,11 @@ def test_num_cells_costs_plans_as_the_network_does(source):
     actions = {key: str(rng.choice(choices)) for key, choices in changes.items() if choices}
     if source == "DARTS":
         actions["normal/node1_edge1"] = "none"
+    reads_c_k2 = [e for e in graph.edges if e.src.endswith("c_{k-2}") and e.kind == "unit"]
+    if not reads_c_k2:  # the first read of c_{k-2}, in both cells
+        for which in ("normal", "reduce"):
+            added = next(e for e in graph.out_edges(f"{which}/c_{{k-2}}") if e.kind == "placeholder")
+            actions[added.id] = "skip"
     plan = nat_keras.TransformPlan(graph.name, graph.fingerprint(), actions, "nat++")
     changed = apply_plan_to_genotype(genotype, plan, cell="both", **kwargs)
 
@@ -352,6 +356,11 @@ def test_num_cells_costs_plans_as_the_network_does(source):
         after.macs - before.macs,
     )
     assert (after.params - before.params, after.macs - before.macs) != (0, 0)
+    # What the graph leaves out is the stem and the classifier, the same for every genotype:
+    # 3x3 conv 1 -> 24 channels and its BN; dense 32 x 4 cells' concat -> 10.
+    outside = before.macs - graph.macs
+    assert outside == 16 * 16 * 9 * 24 + len(genotype.normal_concat) * 32 * 10
+    assert after.macs - planned.macs == outside
 
 
 def test_only_cheaper_drops_actions_that_cost_more():

@@ -56,7 +56,7 @@ from nat_keras.graph.arch_graph import (
     Edge,
     Node,
 )
-from nat_keras.graph.costs import Cost, cell_op_cost_over
+from nat_keras.graph.costs import Cost, cell_op_cost_over, cell_preprocess_cost
 
 INPUT_IDS = ("c_{k-2}", "c_{k-1}")
 OUTPUT_ID = "c_{k}"
@@ -119,6 +119,51 @@ def cell_copies(num_cells: int, channels: int, spatial: int) -> dict[str, tuple[
     return {which: tuple(found) for which, found in copies.items()}
 
 
+def preprocess_costs(
+    genotype: Genotype,
+    *,
+    num_cells: int,
+    channels: int,
+    spatial: int,
+    stem_multiplier: int = 3,
+    affine: bool = True,
+) -> dict[str, tuple[Cost, Cost]]:
+    """What each cell type's input preprocessing costs, summed over its copies.
+
+    Follows `build_network`: the stem has `stem_multiplier * channels`
+    channels, a cell's output `len(concat) * C`; c_{k-2} is read through a
+    FactorizedReduce after a reduction cell, else (like c_{k-1}) through a 1x1
+    ReLUConvBN (`nat_keras.graph.costs.cell_preprocess_cost`).
+
+    Returns:
+      {"normal" | "reduce": (cost of c_{k-2}'s, cost of c_{k-1}'s)}, for the
+      cell types the network has.
+
+    Example:
+      >>> costs = preprocess_costs(PUBLISHED["DARTS"], num_cells=5, channels=8, spatial=16)
+      >>> sorted(costs), costs["normal"][1].params > 0
+      (['normal', 'reduce'], True)
+    """
+    reductions = reduction_cells(num_cells)
+    stem = (stem_multiplier * channels, spatial)  # (channels, height) of a raw cell input
+    s0, s1 = stem, stem
+    cell_channels, reduction_prev = channels, False
+    totals: dict[str, tuple[Cost, Cost]] = {}
+    for index in range(num_cells):
+        reduction = index in reductions
+        which = "reduce" if reduction else "normal"
+        if reduction:
+            cell_channels *= 2
+        first = cell_preprocess_cost(s0[0], cell_channels, s0[1], factorized=reduction_prev, affine=affine)
+        second = cell_preprocess_cost(s1[0], cell_channels, s1[1], factorized=False, affine=affine)
+        before = totals.get(which, (Cost(0, 0), Cost(0, 0)))
+        totals[which] = (before[0] + first, before[1] + second)
+        _, concat = genotype.cell(which)
+        s0, s1 = s1, (len(concat) * cell_channels, _half(s1[1]) if reduction else s1[1])
+        reduction_prev = reduction
+    return totals
+
+
 def _cell_parts(
     entries: Sequence[Entry],
     concat: Sequence[int],
@@ -128,11 +173,14 @@ def _cell_parts(
     affine: bool,
     only_cheaper: bool,
     prefix: str,
+    input_costs: tuple[Cost, Cost] = (Cost(0, 0), Cost(0, 0)),
 ) -> tuple[list[Node], list[Edge]]:
     """Nodes and edges of one cell (see the module docstring).
 
     `copies` holds the (channels, input height) of each copy of the cell in
     the network; the shapes are those of the first, the costs sum over all.
+    `input_costs` are the inputs' preprocessing (`preprocess_costs`), the
+    input nodes' own cost.
     """
     channels, spatial = copies[0]
     out_spatial = _half(spatial) if reduction else spatial
@@ -141,7 +189,10 @@ def _cell_parts(
     # The copies of an edge from an intermediate node run at the cell's output resolution.
     inner_copies = tuple((c, _half(h) if reduction else h) for c, h in copies)
     num_nodes = len(entries) // 2
-    nodes = [Node(id=prefix + i, shape=in_shape, merge=MERGE_INPUT, layer=prefix + i) for i in INPUT_IDS]
+    nodes = [
+        Node(prefix + i, in_shape, MERGE_INPUT, layer=prefix + i, params=cost.params, macs=cost.macs)
+        for i, cost in zip(INPUT_IDS, input_costs, strict=True)
+    ]
     nodes += [
         Node(id=f"{prefix}node{i}", shape=out_shape, merge=MERGE_SUM, layer=f"{prefix}node{i}")
         for i in range(num_nodes)
@@ -176,7 +227,10 @@ def _cell_parts(
             actions = (ops.KEEP, ops.SKIP)
             if only_cheaper and _copies_cost(SKIP_CONNECT, stride, edge_copies, True).params:
                 actions = (ops.KEEP,)
-            edges.append(Edge(**common, slot=-1, kind=PLACEHOLDER, op=ops.NULL, actions=actions))
+            # library "darts": a skip here is costed as a DARTS skip over every copy of the edge.
+            edges.append(
+                Edge(**common, slot=-1, kind=PLACEHOLDER, op=ops.NULL, library="darts", actions=actions)
+            )
             continue
         cost = _copies_cost(op, stride, edge_copies, affine)
         parsed = ops.parse_op(op)
@@ -225,6 +279,7 @@ def genotype_to_arch_graph(
     affine: bool = True,
     only_cheaper: bool = False,
     num_cells: int | None = None,
+    stem_multiplier: int = 3,
     name: str = "genotype",
 ) -> ArchGraph:
     """One cell (or both) of `genotype` as NAT's DAG.
@@ -247,13 +302,19 @@ def genotype_to_arch_graph(
         channels and resolution, likewise the reduction cells), so that a
         budget on the graph is a budget on that network; the shapes are
         then those of the first copy. A cell the network has none of is
-        costed as one copy at `channels`. Default: one copy of each cell at
-        `channels` and `spatial`, what the cell alone costs. Either way the
-        cells' input preprocessing is not an edge and costs nothing here:
-        the network has it only for inputs that a non-null op reads, so a
-        plan that makes a cell read c_{k-2} for the first time (a skip added
-        in VGG, ResBlock or MobileNetV2) costs the network a 1x1 conv (or
-        FactorizedReduce) per cell more than the graph says.
+        costed as one copy at `channels`. The inputs' preprocessing is then the
+        input nodes' own cost (`Node.params` / `Node.macs`,
+        `preprocess_costs`): the network builds it only for an input that a
+        non-null op reads, and so does the cost of a graph or plan
+        (`ArchGraph.in_use`, `nat_keras.plan_cost`), so a plan that makes a
+        cell read c_{k-2} for the first time (a skip added in VGG, ResBlock
+        or MobileNetV2) pays for its 1x1 conv (or FactorizedReduce) in every
+        cell. Default: one copy of each cell at `channels` and `spatial`,
+        what the cell alone costs, its inputs' preprocessing unknown and not
+        counted.
+      stem_multiplier: the network's stem has `stem_multiplier * channels`
+        channels (with `num_cells`: the c_{k-2} / c_{k-1} channels of the
+        first cells).
       name: the graph's name (part of its fingerprint, hence of plans).
 
     Returns:
@@ -272,6 +333,14 @@ def genotype_to_arch_graph(
     if num_cells is not None and num_cells < 1:
         raise ValueError(f"num_cells must be >= 1 (or None: one copy of each cell), got {num_cells}.")
     layout = cell_copies(num_cells, channels, spatial) if num_cells is not None else {}
+    input_costs = (
+        preprocess_costs(
+            genotype, num_cells=num_cells, channels=channels, spatial=spatial,
+            stem_multiplier=stem_multiplier, affine=affine,
+        )
+        if num_cells is not None
+        else {}
+    )  # fmt: skip
     nodes: list[Node] = []
     edges: list[Edge] = []
     for which in cells:
@@ -284,6 +353,7 @@ def genotype_to_arch_graph(
             affine=affine,
             only_cheaper=only_cheaper,
             prefix=f"{which}/" if cell == "both" else "",
+            **({"input_costs": input_costs[which]} if which in input_costs else {}),
         )
         nodes += cell_nodes
         edges += cell_edges

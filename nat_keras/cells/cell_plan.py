@@ -91,6 +91,7 @@ def apply_plan_to_genotype(
     affine: bool = True,
     only_cheaper: bool = False,
     num_cells: int | None = None,
+    stem_multiplier: int = 3,
     name: str = "genotype",
 ) -> Genotype:
     """The genotype that `plan` makes of `genotype`.
@@ -106,8 +107,8 @@ def apply_plan_to_genotype(
       genotype: the source cells.
       plan: a `nat_keras.TransformPlan`, or a mapping edge id -> action (an
         action of `nat_keras.ops.ACTIONS`).
-      cell / channels / spatial / affine / only_cheaper / num_cells / name:
-        as for `genotype_to_arch_graph`.
+      cell / channels / spatial / affine / only_cheaper / num_cells /
+        stem_multiplier / name: as for `genotype_to_arch_graph`.
 
     Returns:
       The transformed genotype: keep leaves the op, skip makes it
@@ -130,6 +131,7 @@ def apply_plan_to_genotype(
         affine=affine,
         only_cheaper=only_cheaper,
         num_cells=num_cells,
+        stem_multiplier=stem_multiplier,
         name=name,
     )
     if isinstance(plan, TransformPlan):

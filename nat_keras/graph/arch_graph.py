@@ -54,6 +54,10 @@ class Node:
       post: names of shape-keeping layers applied after the merge (the ReLU
         after a residual sum); they are part of the node, not of any edge.
       params: parameters of the node's layers (0 for Add/Concatenate).
+      macs: multiply-adds of the node's layers (0 in encoded models, whose
+        node layers keep the shape; a cell input's preprocessing in a cell
+        graph, `nat_keras.cells.genotype_to_arch_graph`). Like `params`,
+        counted only while the node is in use (`ArchGraph.in_use`).
       is_output: whether the tensor is a model output.
       output_index: which output of `layer` the tensor is (0 but for the
         further outputs of a multi-output layer).
@@ -65,6 +69,7 @@ class Node:
     layer: str
     post: tuple[str, ...] = ()
     params: int = 0
+    macs: int = 0
     is_output: bool = False
     output_index: int = 0
 
@@ -211,14 +216,23 @@ class ArchGraph:
         kinds = set(kinds)
         return (e for e in self.edges if e.kind in kinds)
 
+    def in_use(self, node_id: str) -> bool:
+        """Whether the network has the node's layers: it is an output or feeds a real edge.
+
+        A node that feeds only placeholder edges (a hand-made cell's c_{k-2})
+        is not built until a plan adds a skip from it, so its own cost does
+        not count before that (`nat_keras.plan_cost` counts it then).
+        """
+        return self.node(node_id).is_output or any(e.kind != PLACEHOLDER for e in self.out_edges(node_id))
+
     @property
     def params(self) -> int:
         """Parameters of the whole network (equals Keras `count_params()`)."""
-        return sum(e.params for e in self.edges) + sum(n.params for n in self.nodes)
+        return sum(e.params for e in self.edges) + sum(n.params for n in self.nodes if self.in_use(n.id))
 
     @property
     def macs(self) -> int:
-        return sum(e.macs for e in self.edges)
+        return sum(e.macs for e in self.edges) + sum(n.macs for n in self.nodes if self.in_use(n.id))
 
     def fingerprint(self) -> str:
         """A short hash of the structure: plans carry it to catch wrong models."""

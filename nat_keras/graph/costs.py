@@ -284,6 +284,32 @@ def cell_op_cost_over(
     return total
 
 
+def cell_preprocess_cost(
+    in_channels: int, channels: int, spatial: int, *, factorized: bool, affine: bool = True
+) -> Cost:
+    """Params and MACs of a cell's input preprocessing (`nat_keras.cells.network`).
+
+    A 1x1 ReLUConvBN from `in_channels` to C at the input's size, or, for
+    c_{k-2} after a reduction cell (`factorized`), a FactorizedReduce: two
+    stride-2 1x1 convs to C/2 each, then BN, so the same weights at a quarter
+    of the positions.
+
+    Args:
+      in_channels: channels of the raw input (the output of an earlier cell or the stem).
+      channels: C, the channels the cell works at.
+      spatial: the raw input's height (and width).
+      factorized: a FactorizedReduce instead of the ReLUConvBN.
+      affine: the BN has gamma and beta.
+
+    Example:
+      >>> cell_preprocess_cost(48, 16, 32, factorized=False)
+      Cost(params=832, macs=786432, adds=0)
+    """
+    bn = (BN_PARAMS_PER_CHANNEL if affine else BN_STATISTICS_PER_CHANNEL) * channels
+    side = -(-spatial // 2) if factorized else spatial
+    return Cost(in_channels * channels + bn, conv_macs(side * side, 1, in_channels, channels))
+
+
 def cell_op_cost(
     op: str,
     channels: int,
@@ -344,7 +370,8 @@ def cell_op_cost(
 def minimum_cost(graph: ArchGraph, space: str = "nat++") -> Cost:
     """A lower bound on what any plan for `graph` in `space` costs: every edge at its cheapest.
 
-    Protected edges and the nodes' layers keep their cost; each transformable
+    Protected edges and the layers of the nodes in use keep their cost (a node
+    fed to placeholders only may stay unused); each transformable
     edge counts its cheapest legal action, params and MACs apart (so the
     bound holds for both at once). A budget below it cannot be met.
 
@@ -354,8 +381,9 @@ def minimum_cost(graph: ArchGraph, space: str = "nat++") -> Cost:
       True
     """
     allowed = set(ops.ACTION_SPACES[space])
-    params = sum(node.params for node in graph.nodes)
-    macs = 0
+    in_use = [node for node in graph.nodes if graph.in_use(node.id)]
+    params = sum(node.params for node in in_use)
+    macs = sum(node.macs for node in in_use)
     for edge in graph.edges:
         actions = [a for a in edge.actions if a in allowed] if edge.transformable else [ops.KEEP]
         costs = [c for c in (edge_cost_after(edge, a) for a in actions or [ops.KEEP]) if c is not None]

@@ -213,6 +213,7 @@ def to_graph_tensor(graph: ArchGraph) -> tfgnn.GraphTensor:
             "layer": _column([n.layer for n in nodes], tf.string),
             "post": _column([_json(n.post) for n in nodes], tf.string),
             "params": _column([n.params for n in nodes], tf.int64),
+            "macs": _column([n.macs for n in nodes], tf.int64),
             "is_output": _column([n.is_output for n in nodes], tf.bool),
             "output_index": _column([n.output_index for n in nodes], tf.int64),
             "merge_index": _column([_merge_index(graph, n) for n in nodes], tf.int64),
@@ -442,6 +443,7 @@ NODE_RECORD_FEATURES = {
     "layer": _strings,
     "post": _string_tuples,
     "params": _ints,
+    "macs": _ints,
     "is_output": _bools,
     "output_index": _ints,
 }

@@ -62,6 +62,9 @@ class CellArchCodec:
         in every cell of its type cost (`genotype_to_arch_graph(num_cells=
         ...)`), so budgets hold for the network, not for one cell. None:
         one copy of each cell at C.
+      stem_multiplier: the supernet's stem has stem_multiplier * C channels,
+        which the first cells' input preprocessing reads (costed with
+        `num_cells`).
 
     Example:
       >>> codec.to_genotype(codec.to_arch(PUBLISHED["DARTS"])) == PUBLISHED["DARTS"]
@@ -76,6 +79,7 @@ class CellArchCodec:
     spatial: int
     owner: str
     num_cells: int | None = None
+    stem_multiplier: int = 3
 
     @functools.cached_property
     def op_index(self) -> dict[str, int]:
@@ -98,6 +102,7 @@ class CellArchCodec:
             "spatial": self.spatial,
             "affine": False,
             "num_cells": self.num_cells,
+            "stem_multiplier": self.stem_multiplier,
             "name": GRAPH_NAME,
         }
 

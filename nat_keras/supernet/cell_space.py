@@ -166,6 +166,7 @@ class CellSupernet(Supernet):
             self.image_shape[0],
             self.name,
             num_cells=self.num_cells,
+            stem_multiplier=stem_multiplier,
         )
         if not 0.0 <= anchor_prob <= 1.0 or (anchor_prob and not anchors):
             raise ValueError(
