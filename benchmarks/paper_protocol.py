@@ -48,8 +48,8 @@ Presets (flags given on the command line override them):
   4 policy steps (1 input x 4 plans); 5-cell networks with C=8, 2 epochs of
   150 batches of 64 (Recipe.cpu schedule), the full test split; inputs DARTS,
   ResBlock, VGG, Mobilenetv2, ENAS (in that order: the most informative
-  first), seeds 0 and 1; NAT and the baselines (random search, keras-tuner
-  Bayesian: `BASELINES`); anchored searches (`anchor_prob` 0.5). On one
+  first), seeds 0 and 1; NAT and the baselines (random search, LargeEdge,
+  keras-tuner Bayesian: `BASELINES`); anchored searches (`anchor_prob` 0.5). On one
   core of this 2-core machine (2026-12-06): 10-18 min per search (3
   structures), 1-5 min per network (20 for NAT alone, 20 more for the
   baselines), so about 1.5 h for NAT on 2 cores and as much again for the
@@ -63,9 +63,15 @@ Presets (flags given on the command line override them):
   epochs; no cutout, drop path or auxiliary head, see `Recipe`); every
   input, seeds 0, 1, 2.
 
-`CellSupernet.extract` is never called (candidates are scored inside the
-supernet, networks built by `build_network`), so its "No such layer" failure
-on some loose-end ENAS cells cannot stop a run.
+Candidates are scored inside the supernet and networks built by
+`build_network`; only LargeEdge calls `CellSupernet.extract`, on the inputs'
+own cells (its "No such layer" failure was seen on some other loose-end ENAS
+cells, never on the inputs).
+
+Budgets: equal cost by default, as the paper; `--macs_ratio=0.5` has NAT and
+the baselines choose within half the cells' MACs from the same searches (the
+search does not depend on the budget), and writes its tables as
+`table-macs0.5.md` etc. beside the equal-cost ones.
 
 --dry_run caps every count of a preset (`DRY_RUN`: a few steps of the
 search, the derive and the retraining) and keeps its sizes and recipe, for
@@ -120,10 +126,10 @@ MAIN_INPUTS = ("DARTS", "ResBlock", "VGG", "Mobilenetv2", "ENAS")
 ALL_INPUTS = MAIN_INPUTS + tuple(name for name in TRANSFORMED if name not in MAIN_INPUTS)
 VARIANTS = ("original", "transformed")
 # Baselines in the cell space (`nat_keras.search.baselines`), run on each input's
-# cell graph with the search's trained supernet. LargeEdge is not among them:
-# a cell graph's edges name no layers (one edge stands for its op in every
-# cell), so `edge_magnitudes` has no kernels to measure.
-BASELINES = ("random", "tuner_bayesian")
+# cell graph with the search's trained supernet. LargeEdge measures each edge's
+# op in every cell of the supernet's keep-all network (`edge_magnitudes`: a cell
+# graph's edge names its layer in each copy of the cell).
+BASELINES = ("random", "large_edge", "tuner_bayesian")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +160,12 @@ class Settings:
       anchor_prob: how often the search's supernet and policy train on a
         random plan of an input of its structure (`anchors_of`) instead of a
         random cell (`CellSupernet.anchor_prob`); 0 is the paper's search.
+      macs_ratio: the budget of NAT's and the baselines' choices: 1 is equal
+        cost (`Budget()`, the paper's), below 1 `Budget(macs_ratio=...)` of
+        the cells' MACs (the cell graph: cells and their input preprocessing;
+        the stem and classifier are not transformed). The search is the
+        same for every budget (NAT's policy learns under `Budget()`, `derive`
+        fits its plans to the target), so only the choices differ.
     """
 
     inputs: tuple[str, ...]
@@ -181,6 +193,7 @@ class Settings:
     batch_size: int
     baselines: tuple[str, ...] = ()
     anchor_prob: float = 0.0
+    macs_ratio: float = 1.0
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -213,9 +226,19 @@ class Settings:
         return key
 
     def derive_key(self, name: str, structure: str) -> dict[str, Any]:
-        """What determines a derived cell."""
+        """What determines a derived cell (the budget only below equal cost: older rows keep their keys)."""
         extra = {"num_candidates": self.num_candidates, "score_batches": self.score_batches}
+        if self.macs_ratio != 1.0:
+            extra["macs_ratio"] = self.macs_ratio
         return {"input": name, **self.search_key(structure), **extra}
+
+    def budget(self) -> nat_keras.Budget:
+        """The budget every choice meets (`macs_ratio`)."""
+        return nat_keras.Budget() if self.macs_ratio == 1.0 else nat_keras.Budget(macs_ratio=self.macs_ratio)
+
+    def table_suffix(self) -> str:
+        """The tables' file suffix: none at equal cost, else "-macs0.5" (each budget its own files)."""
+        return "" if self.macs_ratio == 1.0 else f"-macs{self.macs_ratio:g}"
 
     def search_config(self) -> SearchConfig:
         """The search's SearchConfig: NAT's alternation, and the budget the baselines match."""
@@ -293,7 +316,7 @@ _INT_FIELDS = [
     "test_batches",
     "batch_size",
 ]
-_FLOAT_FIELDS = ("policy_learning_rate", "entropy_weight", "anchor_prob")
+_FLOAT_FIELDS = ("policy_learning_rate", "entropy_weight", "anchor_prob", "macs_ratio")
 for _field in _INT_FIELDS:
     flags.DEFINE_integer(_field, None, f"Overrides the preset's {_field} (see Settings).")
 for _field in _FLOAT_FIELDS:
@@ -523,6 +546,7 @@ def derive_cell(search: Search, settings: Settings, genotype: Genotype) -> tuple
         graph,
         num_candidates=settings.num_candidates,
         seed=settings.search_seed,
+        budget=settings.budget(),
         include_input=True,
     )
     transformed = search.supernet.arch_to_genotype(search.supernet.arch_of(graph, plan))
@@ -542,7 +566,7 @@ def baseline_cell(
     graph = search.supernet.graph_of(genotype)
     chosen = run_method(
         method, search.environment, graph, config=settings.search_config(), space=settings.space,
-        num_candidates=settings.num_candidates, directory=directory,
+        num_candidates=settings.num_candidates, directory=directory, budget=settings.budget(),
     )  # fmt: skip
     transformed = search.supernet.arch_to_genotype(search.supernet.arch_of(graph, chosen.plan))
     return transformed, [float(score) for _, score in chosen.candidates]
@@ -865,11 +889,14 @@ def run(settings: Settings, run_dir: str | os.PathLike, *, table_only: bool = Fa
     lines = summarise(rows, derived, settings, search_seconds, costs)
     table = markdown(lines)
     print(table)
+    budget = "equal cost" if settings.macs_ratio == 1.0 else f"{settings.macs_ratio:.0%} of the cells' MACs"
     text = (
-        "Fashion-MNIST, the paper's protocol (benchmarks/paper_protocol.py). Accuracy: test-split mean ± "
+        f"Fashion-MNIST, the paper's protocol (benchmarks/paper_protocol.py), budget: {budget}. "
+        "Accuracy: test-split mean ± "
         "sample std over seeds [min-max]; delta = transformed - original per seed. Params and MACs per "
         "example (nat_keras.cost, cell ops included).\n\n" + table + "\n"
     )
+    suffix = settings.table_suffix()
     if settings.baselines:
         baseline_lines = summarise_methods(rows, derived, settings, costs)
         print(markdown(baseline_lines, METHOD_COLUMNS))
@@ -877,11 +904,11 @@ def run(settings: Settings, run_dir: str | os.PathLike, *, table_only: bool = Fa
             "\nNAT and the baselines on the same supernet, budget and number of supernet evaluations; "
             "delta = method - original per seed.\n\n" + markdown(baseline_lines, METHOD_COLUMNS) + "\n"
         )
-        write_csv(run_dir / "methods.csv", baseline_lines)
-    (run_dir / "table.md").write_text(text)
-    write_csv(run_dir / "table.csv", lines)
-    write_csv(run_dir / "rows.csv", rows)
-    print(f"{computed} parts computed this run; table in {run_dir / 'table.md'}")
+        write_csv(run_dir / f"methods{suffix}.csv", baseline_lines)
+    (run_dir / f"table{suffix}.md").write_text(text)
+    write_csv(run_dir / f"table{suffix}.csv", lines)
+    write_csv(run_dir / f"rows{suffix}.csv", rows)
+    print(f"{computed} parts computed this run; table in {run_dir / f'table{suffix}.md'}")
     return lines
 
 

@@ -105,6 +105,24 @@ def test_edge_magnitudes_compare_ops_of_different_size_by_their_initial_scale():
     assert magnitudes["tail"] < 0.05 * min(magnitudes["wide"], magnitudes["narrow"])
 
 
+def test_edge_magnitudes_of_a_cell_graph_read_each_edge_s_op_in_every_cell():
+    """A cell graph's edge names its op's layer in each copy of the cell, so LargeEdge works on cells."""
+    from nat_keras.cells import PUBLISHED, build_network, genotype_to_arch_graph
+
+    genotype = PUBLISHED["DARTS"]
+    graph = genotype_to_arch_graph(genotype, cell="both", channels=8, spatial=16, num_cells=5)
+    model = build_network(genotype, channels=8, num_cells=5, input_shape=(16, 16, 1))
+    present = {layer.name for layer in model.layers}
+    conv = graph.edge("normal/node0_edge0")  # sep_conv_3x3, in the 3 normal cells
+    assert conv.layers == ("cell0_node0_edge0_sep_conv_3x3", "cell2_node0_edge0_sep_conv_3x3",
+                           "cell4_node0_edge0_sep_conv_3x3")  # fmt: skip
+    assert all(name in present for edge in graph.edges for name in edge.layers)
+    magnitudes = edge_magnitudes(model, graph)
+    with_kernels = {e.id for e in graph.transformable_edges() if "conv" in e.op}
+    assert set(magnitudes) == with_kernels  # pools and identities have no kernel
+    assert all(0.1 < m < 10.0 for m in magnitudes.values())  # freshly initialized: about 1
+
+
 def test_large_edge_turns_off_the_smallest_edges_first_and_meets_compact_budgets(graph):
     edges = [e for e in graph.transformable_edges() if nat_keras.ops.SKIP in e.actions]
     magnitudes = {e.id: float(i + 1) for i, e in enumerate(edges)}  # the first edge is the smallest

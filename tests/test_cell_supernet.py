@@ -30,6 +30,7 @@ from nat_keras.cells import (
     sample_genotype,
 )
 from nat_keras.errors import PlanError
+from nat_keras.search.baselines import edge_magnitudes
 from nat_keras.supernet import CellSupernet
 from nat_keras.supernet.trainer import SupernetConfig, SupernetTrainer
 
@@ -413,6 +414,15 @@ def test_only_the_chosen_ops_learn_and_move_statistics(darts, images):
 
 
 # -- accuracy, training, checkpoints --------------------------------------------------
+
+
+def test_large_edge_measures_the_supernet_s_weights_of_each_cell_edge(darts):
+    """LargeEdge in the cell space: each edge's op, read in every cell of the extracted network."""
+    graph = darts.graph_of(PUBLISHED["DARTS"])
+    keep = darts.arch_of(graph, nat_keras.TransformPlan.keep_all(graph, space="nat"))
+    magnitudes = edge_magnitudes(darts.extract(keep), graph)
+    assert set(magnitudes) == {e.id for e in graph.transformable_edges() if "conv" in e.op}
+    assert len(set(magnitudes.values())) == len(magnitudes)  # each edge its own weights
 
 
 def test_accuracy_matches_extracted_model(small):

@@ -19,6 +19,7 @@ import sys
 import pytest
 from conftest import import_benchmark
 
+import nat_keras
 from nat_keras.cells import PUBLISHED
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -32,6 +33,17 @@ def test_each_input_gets_the_supernet_structure_it_needs():
     assert pp.structure_of(PUBLISHED["ENAS"]) == (5, "loose_end")
     for name in ("ResBlock", "VGG", "Mobilenetv2"):
         assert pp.structure_of(PUBLISHED[name]) == (4, "loose_end"), name
+
+
+def test_a_compact_budget_shares_the_search_and_keeps_its_own_choices_and_tables():
+    equal = pp.PRESETS["cpu"]
+    half = equal.replace(macs_ratio=0.5)
+    assert half.search_key("full4") == equal.search_key("full4")  # one search serves both budgets
+    assert "macs_ratio" not in equal.derive_key("DARTS", "full4")  # equal-cost rows keep their keys
+    assert half.derive_key("DARTS", "full4")["macs_ratio"] == 0.5
+    assert equal.budget() == nat_keras.Budget() and half.budget() == nat_keras.Budget(macs_ratio=0.5)
+    assert (equal.table_suffix(), half.table_suffix()) == ("", "-macs0.5")
+    assert "large_edge" in pp.BASELINES
 
 
 def test_changes_and_agreement_with_the_published_transformation():

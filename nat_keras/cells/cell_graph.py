@@ -17,7 +17,11 @@ so that the policy and plans work on cells as on any encoded model:
   params / MACs of the `operations` layers (`op_cost`): of one cell, or
   with `num_cells` summed over every copy of the cell in the network
   (`Edge.copies`), since one normal-cell edge stands for an op in each
-  normal cell, at that cell's channels and resolution.
+  normal cell, at that cell's channels and resolution. With `num_cells` an
+  edge's `layers` are then its op's layer in each copy, as `build_network`
+  names them ("cell3_node1_edge0_sep_conv_3x3"; none for a stride-1 skip,
+  which is no layer), so weights can be read per edge (LargeEdge's
+  magnitudes, `nat_keras.search.baselines.edge_magnitudes`).
 
 Legal actions of a unit edge: keep; skip (O -> S) unless it is a skip
 already; none (O -> N: every cell node has a second input edge, which is the
@@ -174,13 +178,15 @@ def _cell_parts(
     only_cheaper: bool,
     prefix: str,
     input_costs: tuple[Cost, Cost] = (Cost(0, 0), Cost(0, 0)),
+    cell_indices: Sequence[int] = (),
 ) -> tuple[list[Node], list[Edge]]:
     """Nodes and edges of one cell (see the module docstring).
 
     `copies` holds the (channels, input height) of each copy of the cell in
     the network; the shapes are those of the first, the costs sum over all.
     `input_costs` are the inputs' preprocessing (`preprocess_costs`), the
-    input nodes' own cost.
+    input nodes' own cost; `cell_indices` the network's indices of the
+    copies, which name the edges' layers.
     """
     channels, spatial = copies[0]
     out_spatial = _half(spatial) if reduction else spatial
@@ -234,6 +240,8 @@ def _cell_parts(
             continue
         cost = _copies_cost(op, stride, edge_copies, affine)
         parsed = ops.parse_op(op)
+        has_layer = not (op == SKIP_CONNECT and stride == 1)  # build_network passes identities through
+        layers = tuple(f"cell{i}_node{node}_edge{slot}_{op}" for i in cell_indices) if has_layer else ()
         bn = (4 if affine else 2) * sum(c for c, _ in edge_copies) if cost.params else 0
         edges.append(
             Edge(
@@ -242,6 +250,7 @@ def _cell_parts(
                 kind=UNIT,
                 op=to_vocab(op),
                 library="darts",
+                layers=layers,
                 kernel=parsed[1] if parsed else 0,
                 dilation=2 if parsed and parsed[0] == "dil_conv" else 1,
                 params=cost.params,
@@ -333,6 +342,11 @@ def genotype_to_arch_graph(
     if num_cells is not None and num_cells < 1:
         raise ValueError(f"num_cells must be >= 1 (or None: one copy of each cell), got {num_cells}.")
     layout = cell_copies(num_cells, channels, spatial) if num_cells is not None else {}
+    indices: dict[str, list[int]] = {}
+    if num_cells is not None:
+        reductions = reduction_cells(num_cells)
+        for index in range(num_cells):
+            indices.setdefault("reduce" if index in reductions else "normal", []).append(index)
     input_costs = (
         preprocess_costs(
             genotype, num_cells=num_cells, channels=channels, spatial=spatial,
@@ -354,6 +368,7 @@ def genotype_to_arch_graph(
             only_cheaper=only_cheaper,
             prefix=f"{which}/" if cell == "both" else "",
             **({"input_costs": input_costs[which]} if which in input_costs else {}),
+            cell_indices=indices.get(which, ()),
         )
         nodes += cell_nodes
         edges += cell_edges
