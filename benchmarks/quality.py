@@ -410,8 +410,27 @@ def plot(table: Sequence[Mapping[str, Any]], path: pathlib.Path) -> pathlib.Path
     return path
 
 
-def write_table(run_dir: pathlib.Path, cache: RowCache) -> list[dict[str, Any]]:
-    rows = [r for r in cache.rows() if r.get("part") == "row"]
+def of_settings(settings: Settings, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The rows made with `settings` (any input, budget, method or seed): a run dir that also
+    holds rows of other settings (a smaller test, an older recipe) must not mix them into a table.
+
+    Example:
+      >>> of_settings(PRESETS["cpu"], [row_key(PRESETS["smoke"], "resnet8", "equal", "nat", 0)])
+      []
+    """
+    matching = []
+    for row in rows:
+        if row.get("part") != "row" or row.get("input") not in nat_keras.models.MODELS:
+            continue
+        key = row_key(settings, row["input"], row["budget"], row["method"], row["seed"])
+        same = all(row.get(field) == value for field, value in key.items())
+        if same and row.get("width", 1.0) == settings.width(row["input"]):  # a key holds widths other than 1
+            matching.append(dict(row))
+    return matching
+
+
+def write_table(run_dir: pathlib.Path, cache: RowCache, settings: Settings) -> list[dict[str, Any]]:
+    rows = of_settings(settings, cache.rows())
     write_csv(run_dir / "rows.csv", [{k: v for k, v in r.items() if k != "plan"} for r in rows])
     table = summarise(rows)
     if not table:
@@ -445,7 +464,7 @@ def main(argv: list[str]) -> None:
                             continue  # the original does not depend on the budget
                         method_row(settings, source, name, budget, method, seed, run_dir, cache)
         print(f"all rows done in {time.perf_counter() - start:.0f} s")
-    write_table(run_dir, cache)
+    write_table(run_dir, cache, settings)
 
 
 if __name__ == "__main__":

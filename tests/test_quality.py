@@ -45,6 +45,22 @@ def test_an_input_built_at_another_width_is_its_own_input():
     assert [r["input"] for r in quality.summarise(rows)] == ["resnet8", "resnet8 x0.5"]
 
 
+def test_the_table_holds_only_rows_of_the_run_s_settings():
+    cpu = quality.PRESETS["cpu"]
+    rows = [
+        {**quality.row_key(cpu, "resnet20", "equal", "nat", 1), "test_accuracy": 0.8},
+        {**quality.row_key(cpu, "vgg16", "half_macs", "random", 0), "test_accuracy": 0.7},
+        {
+            **quality.row_key(cpu.replace(fine_tune_epochs=3), "resnet20", "equal", "nat", 1),
+            "test_accuracy": 0.9,
+        },
+        {**quality.row_key(cpu.replace(widths=()), "vgg16", "equal", "nat", 0), "test_accuracy": 0.9},
+        {"part": "source", "input": "resnet20", "test_accuracy": 0.5},
+    ]
+    kept = quality.of_settings(cpu, rows)
+    assert [(r["input"], r["test_accuracy"]) for r in kept] == [("resnet20", 0.8), ("vgg16", 0.7)]
+
+
 def test_widths_flag_is_parsed_and_checked():
     assert quality.parse_widths(["vgg16=0.25"]) == (("vgg16", 0.25),)
     with pytest.raises(quality.app.UsageError, match="name=width"):
