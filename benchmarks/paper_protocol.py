@@ -108,7 +108,7 @@ from absl import app, flags, logging
 from nat_keras.cells import PUBLISHED, TRANSFORMED, Genotype, build_network, fully_concat, genotype_actions
 from nat_keras.cells.genotype import loose_end_concat
 from nat_keras.policy import Policy, ReinforceConfig
-from nat_keras.search import NATSearch, SearchConfig, SupernetEnvironment, derive
+from nat_keras.search import DERIVE_VERSION, NATSearch, SearchConfig, SupernetEnvironment, derive
 from nat_keras.search.baselines import run_method
 from nat_keras.train import Recipe
 
@@ -225,11 +225,19 @@ class Settings:
             key["anchors"] = anchors_of(self.inputs, structure)
         return key
 
-    def derive_key(self, name: str, structure: str) -> dict[str, Any]:
-        """What determines a derived cell (the budget only below equal cost: older rows keep their keys)."""
+    def derive_key(self, name: str, structure: str, method: str = "nat") -> dict[str, Any]:
+        """What determines a cell chosen by `method` (NAT's `derive` or a baseline of `BASELINES`).
+
+        The budget is in it only below equal cost, so older rows keep their
+        keys; NAT's `DERIVE_VERSION` only in NAT's.
+        """
         extra = {"num_candidates": self.num_candidates, "score_batches": self.score_batches}
         if self.macs_ratio != 1.0:
             extra["macs_ratio"] = self.macs_ratio
+        if method == "nat" and DERIVE_VERSION != 1:
+            extra["derive_version"] = DERIVE_VERSION
+        if method != "nat":
+            extra["method"] = method
         return {"input": name, **self.search_key(structure), **extra}
 
     def budget(self) -> nat_keras.Budget:
@@ -843,7 +851,7 @@ def run(settings: Settings, run_dir: str | os.PathLike, *, table_only: bool = Fa
         print(f"{name}: {cached['changes']} (scores {[round(s, 4) for s in cached['scores']]})")
         genotypes = {"original": source, "transformed": transformed}
         for method in settings.baselines:
-            key = {**derive_key, "method": method}
+            key = settings.derive_key(name, label, method)
             chosen = derive_cache.get(key)
             if chosen is None and table_only:
                 continue

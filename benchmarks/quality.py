@@ -67,7 +67,7 @@ import keras
 from absl import app, flags, logging
 
 from nat_keras.policy import ReinforceConfig, default_policy
-from nat_keras.search import SearchConfig
+from nat_keras.search import DERIVE_VERSION, SearchConfig
 from nat_keras.train import INHERITED, SCRATCH, Recipe, train
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -267,7 +267,8 @@ def row_key(settings: Settings, name: str, budget: str, method: str, seed: int) 
 
     `Settings.seed` (the source's seed) goes in as "source_seed": under
     "seed" it would overwrite the row's own seed, and every seed would read
-    seed 0's row from the cache.
+    seed 0's row from the cache. NAT's rows carry `DERIVE_VERSION`, so rows
+    chosen under an older derive rule are not reused.
 
     Example:
       >>> row_key(PRESETS["cpu"], "resnet20", "equal", "nat", 1)["seed"]
@@ -278,10 +279,13 @@ def row_key(settings: Settings, name: str, budget: str, method: str, seed: int) 
         for f in dataclasses.fields(Settings)
         if f.name not in ("inputs", "methods", "budgets", "seeds", "seed", "widths")
     }
-    return {
+    key = {
         "part": "row", **settings.input_key(name), "budget": budget, "method": method, "seed": int(seed),
         **shared, "source_seed": settings.seed, "pipeline": nat_keras.data.PIPELINE_VERSION,
     }  # fmt: skip
+    if method in ("nat", "nat++") and DERIVE_VERSION != 1:  # how NAT's derive drew its candidates
+        key["derive_version"] = DERIVE_VERSION
+    return key
 
 
 def method_row(

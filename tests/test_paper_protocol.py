@@ -44,6 +44,10 @@ def test_a_compact_budget_shares_the_search_and_keeps_its_own_choices_and_tables
     assert equal.budget() == nat_keras.Budget() and half.budget() == nat_keras.Budget(macs_ratio=0.5)
     assert (equal.table_suffix(), half.table_suffix()) == ("", "-macs0.5")
     assert "large_edge" in pp.BASELINES
+    # NAT's choices carry the derive rule; a baseline's key is what it was before that rule.
+    nat, random = equal.derive_key("DARTS", "full4"), equal.derive_key("DARTS", "full4", "random")
+    assert nat["derive_version"] == nat_keras.search.DERIVE_VERSION and "method" not in nat
+    assert random == {**{k: v for k, v in nat.items() if k != "derive_version"}, "method": "random"}
 
 
 def test_changes_and_agreement_with_the_published_transformation():

@@ -99,6 +99,19 @@ def test_compact_budgets_are_met_without_endless_resampling(graph, policy, budge
             assert plan.actions  # the source itself is over a compact budget
 
 
+def test_sample_distinct_draws_until_the_plans_differ(graph, policy):
+    budget = nat_keras.Budget(macs_ratio=0.5)
+    reference = nat_keras.cost(graph)
+    plans = policy.sample_distinct(graph, 10, seed=0, budget=budget)
+    assert len(plans) == len(set(plans)) == 10
+    assert all(budget.allows(nat_keras.plan_cost(graph, p), reference) for p in plans)
+    assert plans == policy.sample_distinct(graph, 10, seed=0, budget=budget)  # seeded
+    # A policy sure of its plan: few differ, and the draws stop at max_draws.
+    sure = Policy(space="nat++", seed=3, keep_prior=0.999)
+    few = sure.sample_distinct(graph, 10, seed=0, max_draws=20)
+    assert 1 <= len(few) < 10 and len(few) == len(set(few))
+
+
 def test_save_and_load(graph, policy, tmp_path):
     policy.save(tmp_path / "policy")
     loaded = Policy.load(tmp_path / "policy")

@@ -89,6 +89,13 @@ class SearchConfig:
         )
 
 
+# How `derive` draws its candidates: 1, the paper's (num_candidates samples,
+# repeats included); 2, num_candidates different plans (2026-12-06). Benchmarks
+# put it in the keys of NAT's cached rows, so rows of one rule never mix with
+# the other's.
+DERIVE_VERSION = 2
+
+
 def budget_excess(planned: Cost, limit: Cost) -> float:
     """How far a plan costing `planned` is over `limit`: max(0, cost / limit - 1), params or MACs.
 
@@ -296,6 +303,12 @@ def derive(
     the greedy plan) by the environment's score (supernet accuracy on
     held-out data, never the test split).
 
+    The candidates are `num_candidates` different plans
+    (`Policy.sample_distinct`, at most 10 draws per plan): the paper scores
+    10 samples, repeats included, and a policy that keeps most edges then
+    offers 1-3 different plans, where the baselines choose among 10
+    (`DERIVE_VERSION` 2; 1 was the paper's rule).
+
     With `include_input`, the input architecture itself (the keep-all plan)
     is scored as well and wins ties, so a search whose plans all score below
     the input returns the input unchanged rather than a worse model; unless
@@ -322,7 +335,7 @@ def derive(
     if greedy:
         candidates = [policy.sample(graph, greedy=True, budget=budget)]
     else:
-        candidates = policy.sample_many(graph, num_candidates, seed=seed, budget=budget)
+        candidates = policy.sample_distinct(graph, num_candidates, seed=seed, budget=budget)
     return choose(
         environment, graph, candidates, budget=budget, space=policy.space, include_input=include_input
     )
