@@ -229,7 +229,7 @@ class Policy:
         """Up to `count` different plans, drawn (from one GNN pass) until that many differ.
 
         A policy that has learned to keep most edges draws the same plan over
-        and over: of 10 samples, often 1-3 differ. `derive` scores what this
+        and over (for some cells all 10 samples were one plan). `derive` scores what this
         returns, so its final choice is among `count` different plans, as the
         baselines' is (`loop.choose` scores each plan once).
 
