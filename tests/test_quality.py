@@ -32,6 +32,9 @@ def test_each_seed_has_its_own_row():
     keys = [quality.row_key(settings, "resnet8", "equal", "nat", seed) for seed in (0, 1)]
     assert [k["seed"] for k in keys] == [0, 1] and keys[0] != keys[1]
     assert keys[0]["source_seed"] == keys[1]["source_seed"] == 0
+    # The original is one network at every budget: one row, whichever budget runs first.
+    originals = [quality.row_key(settings, "resnet8", b, "original", 0) for b in ("half_macs", "equal")]
+    assert originals[0] == originals[1] and originals[0]["budget"] == "-"
 
 
 def test_an_input_built_at_another_width_is_its_own_input():
