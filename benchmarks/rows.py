@@ -144,6 +144,8 @@ def provenance() -> dict[str, Any]:
     return {
         "command": " ".join(["python", *sys.argv]),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        # The cores this process may use (taskset): TF's float sums, hence short runs' results, depend on it.
+        "cores_used": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "gpus": len(tf.config.list_physical_devices("GPU")),
         "python": platform.python_version(),
         "tensorflow": tf.__version__,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import pathlib
 import sys
 
@@ -38,7 +39,8 @@ def test_csv_has_every_field_and_provenance_names_the_versions(tmp_path):
     with path.open() as stream:
         assert list(csv.DictReader(stream)) == [{"a": "1", "b": ""}, {"a": "2", "b": "3"}]
     facts = provenance()
-    assert {"command", "machine", "tensorflow", "keras", "nat_keras"} <= set(facts)
+    assert {"command", "machine", "cores_used", "tensorflow", "keras", "nat_keras"} <= set(facts)
+    assert 1 <= facts["cores_used"] <= os.cpu_count()
 
 
 def test_dry_run_counts_cap_every_count_and_all_becomes_the_cap():
