@@ -71,6 +71,7 @@ from absl import app, flags, logging
 
 from nat_keras.policy import ReinforceConfig, default_policy
 from nat_keras.search import DERIVE_VERSION, SearchConfig
+from nat_keras.supernet.model_space import BUDGET_PROB
 from nat_keras.train import INHERITED, SCRATCH, Recipe, train
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -271,7 +272,9 @@ def row_key(settings: Settings, name: str, budget: str, method: str, seed: int) 
     `Settings.seed` (the source's seed) goes in as "source_seed": under
     "seed" it would overwrite the row's own seed, and every seed would read
     seed 0's row from the cache. NAT's rows carry `DERIVE_VERSION`, so rows
-    chosen under an older derive rule are not reused.
+    chosen under an older derive rule are not reused, and the rows of a
+    compact budget the supernet's `BUDGET_PROB` (how often it trained on
+    plans within that budget; rows from before it existed are not reused).
 
     Example:
       >>> row_key(PRESETS["cpu"], "resnet20", "equal", "nat", 1)["seed"]
@@ -289,6 +292,8 @@ def row_key(settings: Settings, name: str, budget: str, method: str, seed: int) 
     }  # fmt: skip
     if method in ("nat", "nat++") and DERIVE_VERSION != 1:  # how NAT's derive drew its candidates
         key["derive_version"] = DERIVE_VERSION
+    if method != "original" and budget != "equal":  # the supernet trains on plans of a compact budget
+        key["supernet_budget_prob"] = BUDGET_PROB
     return key
 
 

@@ -376,6 +376,30 @@ def fit_to_budget(
     )
 
 
+# The change probabilities of `sample_plan_within`: uniform in (0, MAX_CHANGE_PROB].
+MAX_CHANGE_PROB = 0.5
+
+
+def sample_plan_within(
+    graph: ArchGraph, rng: np.random.Generator, budget: Budget, *, space: str = "nat++"
+) -> TransformPlan:
+    """A random plan within `budget`: each plan its own change probability, fitted to the budget.
+
+    The change probability is drawn uniformly from (0, 0.5] per plan, so plans
+    near the source (where trained networks mostly stay good) are drawn as
+    well as far ones; a plan over budget is made cheaper edge by edge
+    (`fit_to_budget`). What random search draws, and what a supernet trains
+    on to score plans of a compact budget (`ModelSupernet(budget=...)`).
+
+    Example:
+      >>> plan = sample_plan_within(graph, np.random.default_rng(0), Budget(macs_ratio=0.5))
+      >>> Budget(macs_ratio=0.5).allows(plan_cost(graph, plan), nat_keras.cost(graph))
+      True
+    """
+    change_prob = float(rng.uniform(1e-3, MAX_CHANGE_PROB))
+    return fit_to_budget(graph, sample_random_plan(graph, rng, space=space, change_prob=change_prob), budget)
+
+
 def _live_nodes(graph: ArchGraph, actions: Mapping[str, str]) -> set[str]:
     """Nodes that reach an output along edges that carry a value."""
     live: set[str] = set()

@@ -198,7 +198,7 @@ def _transform_with_data(
     objective = objective_of(model)  # a model that is no classifier fails here, before any training
     weights_data, reward_data, train_data = _split(data, seed=seed)
     with strategy.scope():
-        supernet = ModelSupernet(model, graph=graph, space=space)
+        supernet = ModelSupernet(model, graph=graph, space=space, budget=budget)
     supernet.objective = objective
     trainer = SupernetTrainer(
         supernet,

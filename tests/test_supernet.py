@@ -464,6 +464,24 @@ def test_supernet_does_not_own_the_source_weights():
     assert not {id(v) for v in model.weights} & {id(v) for v in supernet.weights}
 
 
+def test_a_compact_budget_trains_plans_within_it_half_of_the_time():
+    model = tiny_resnet()
+    near = ModelSupernet(model, space="nat")
+    half = nat_keras.Budget(macs_ratio=0.5)
+    compact = ModelSupernet(model, space="nat", budget=half)
+    graph, source = compact.graph, nat_keras.cost(compact.graph)
+    plans = [compact.arch_to_plan(compact.sample_arch((0, step))) for step in range(60)]
+    within = sum(half.allows(nat_keras.plan_cost(graph, p), source) for p in plans)
+    assert 15 <= within <= 45  # budget_prob 0.5
+    never = [near.arch_to_plan(near.sample_arch((0, step))) for step in range(60)]
+    assert sum(half.allows(nat_keras.plan_cost(graph, p), source) for p in never) < within
+    # A budget the source meets changes nothing: the same draws as without one.
+    equal = ModelSupernet(model, space="nat", budget=nat_keras.Budget())
+    assert all(np.array_equal(equal.sample_arch((0, s)), near.sample_arch((0, s))) for s in range(10))
+    with pytest.raises(ValueError, match="budget_prob"):
+        ModelSupernet(model, budget=half, budget_prob=1.5)
+
+
 @pytest.mark.parametrize("value", [len(ops.ACTIONS), -1])
 def test_out_of_range_action_index_is_a_plan_error(built, value):
     arch = np.zeros(built.supernet.arch_size, np.int32)

@@ -41,7 +41,7 @@ from nat_keras import compat, ops
 from nat_keras.errors import ConfigError
 from nat_keras.graph.arch_graph import ArchGraph, Edge
 from nat_keras.graph.costs import Budget
-from nat_keras.plan import TransformPlan, fit_to_budget, repair, sample_random_plan
+from nat_keras.plan import TransformPlan, fit_to_budget, repair, sample_plan_within
 from nat_keras.search.environment import Environment
 from nat_keras.search.loop import SearchConfig, choose
 
@@ -94,7 +94,7 @@ def random_search(
     Each plan changes every transformable edge with its own probability,
     drawn uniformly from (0, 0.5] per plan, so the search covers plans near
     the source (where trained networks mostly stay good) as well as far ones;
-    a plan over budget is made cheaper edge by edge (`fit_to_budget`).
+    a plan over budget is made cheaper edge by edge (`sample_plan_within`).
     Plans are rewarded `chunk` at a time on one held-out batch, as NAT's
     policy steps reward their `n` samples; the `num_candidates` best are then
     scored again on more held-out data, against the source.
@@ -124,10 +124,7 @@ def random_search(
     done = 0
     while done < evaluations:
         size = min(chunk, evaluations - done)
-        plans = []
-        for _ in range(size):
-            plan = sample_random_plan(graph, rng, space=space, change_prob=float(rng.uniform(1e-3, 0.5)))
-            plans.append(fit_to_budget(graph, plan, budget))
+        plans = [sample_plan_within(graph, rng, budget, space=space) for _ in range(size)]
         for plan, reward in zip(plans, environment.rewards(graph, plans)):
             rewarded[plan] = max(float(reward), rewarded.get(plan, -math.inf))
         done += size

@@ -28,15 +28,19 @@ import numpy as np
 from nat_keras import compat, ops
 from nat_keras.errors import PlanError
 from nat_keras.graph.arch_graph import IDENTITY, MERGE_INPUT, MERGE_NONE, PLACEHOLDER, ArchGraph, Edge, Node
+from nat_keras.graph.costs import Budget, graph_cost
 from nat_keras.graph.encode import encode
 from nat_keras.graph.trace import LayerCall, trace
-from nat_keras.plan import TransformPlan, is_active, resolve, sample_random_plan
+from nat_keras.plan import TransformPlan, is_active, resolve, sample_plan_within, sample_random_plan
 from nat_keras.rebuild.apply import apply_plan
 from nat_keras.rebuild.emit import SkipPath, replacement_layer
 from nat_keras.rebuild.interpreter import EdgeEvaluator, GraphInterpreter, LayerClones
 from nat_keras.supernet.base import Supernet
 
 _ACTION_INDEX = {action: i for i, action in enumerate(ops.ACTIONS)}
+# How often a compact budget's plans train the supernet (`ModelSupernet(budget=...)`):
+# half, as the anchored cell supernet's inputs (docs/design.md section 6).
+BUDGET_PROB = 0.5
 
 
 @dataclasses.dataclass
@@ -65,6 +69,16 @@ class ModelSupernet(Supernet):
         left the source at 0.99 and architectures with 5% of edges changed
         at 0.97-0.99 (50% changed: 0.11-0.19); 300 steps at 0.5 had taken
         the source from 1.00 to 0.84.
+      budget: the budget the plans to score will meet. A compact one (which
+        the source does not meet, e.g. `Budget(macs_ratio=0.5)`) makes
+        `budget_prob` of the training architectures random plans within it
+        (`sample_plan_within`, as random search draws them), since plans
+        that far from the source are never drawn at `change_prob` and would
+        be scored by untrained combinations: at half of ResNet-56's MACs the
+        chosen plan scored 0.20 (10 classes) and tested 0.54 after
+        fine-tuning, against 0.87 for the source. None, or a budget the
+        source meets: `change_prob` alone.
+      budget_prob: how often a compact budget's plans train (see `budget`).
       name: the supernet's name.
     """
 
@@ -75,6 +89,8 @@ class ModelSupernet(Supernet):
         graph: ArchGraph | None = None,
         space: str = "nat++",
         change_prob: float = 0.15,
+        budget: Budget | None = None,
+        budget_prob: float = BUDGET_PROB,
         name: str | None = None,
     ):
         super().__init__(name=name or f"{model.name}_supernet")
@@ -83,6 +99,12 @@ class ModelSupernet(Supernet):
         self.graph = graph if graph is not None else encode(model)
         self.space = space
         self.change_prob = change_prob
+        if not 0.0 <= budget_prob <= 1.0:
+            raise ValueError(f"Supernet {self.name!r}: budget_prob must be in [0, 1], got {budget_prob}.")
+        source = graph_cost(self.graph)
+        # Only a budget the source does not meet moves training away from the source.
+        self.budget = budget if budget is not None and not budget.allows(source, source) else None
+        self.budget_prob = float(budget_prob)
         clones = LayerClones()
         self._source = _SourceRef(model, clones, GraphInterpreter(self.graph, trace(model).calls, clones))
         allowed = set(ops.ACTION_SPACES[space])
@@ -217,8 +239,16 @@ class ModelSupernet(Supernet):
         return self.plan_to_arch(plan)
 
     def sample_arch(self, seed: Any = None) -> np.ndarray:
-        """A random legal plan as an arch (each edge changes with change_prob)."""
-        plan = sample_random_plan(self.graph, seed, space=self.space, change_prob=self.change_prob)
+        """A random legal plan as an arch: each edge changes with `change_prob`, or, with a
+        compact `budget`, `budget_prob` of the time a random plan within it."""
+        if self.budget is None:
+            plan = sample_random_plan(self.graph, seed, space=self.space, change_prob=self.change_prob)
+            return self.plan_to_arch(plan)
+        rng = np.random.default_rng(seed)
+        if rng.random() < self.budget_prob:
+            plan = sample_plan_within(self.graph, rng, self.budget, space=self.space)
+        else:
+            plan = sample_random_plan(self.graph, rng, space=self.space, change_prob=self.change_prob)
         return self.plan_to_arch(plan)
 
     def extract(self, arch: Any) -> keras.Model:
