@@ -396,7 +396,11 @@ def markdown(table: Sequence[Mapping[str, Any]]) -> str:
 
 
 def plot(table: Sequence[Mapping[str, Any]], path: pathlib.Path) -> pathlib.Path:
-    """Test accuracy (mean, spread as error bars) against MACs, one panel per input."""
+    """Test accuracy (mean, spread as error bars) against MACs, one panel per input.
+
+    A method keeps its colour at every budget; the marker says the budget
+    (circle: equal cost, square: half the MACs, star: the original).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -404,13 +408,15 @@ def plot(table: Sequence[Mapping[str, Any]], path: pathlib.Path) -> pathlib.Path
 
     inputs = sorted({r["input"] for r in table})
     figure, axes = plt.subplots(1, len(inputs), figsize=(5 * len(inputs), 4), squeeze=False)
-    markers = dict(zip(METHODS, "*osD^v"))
+    colours = dict(zip(METHODS, plt.get_cmap("tab10").colors))
+    markers = {"-": "*", "equal": "o", "half_macs": "s"}
     for axis, name in zip(axes[0], inputs):
         for r in (r for r in table if r["input"] == name):
             label = r["method"] if r["budget"] == "-" else f"{r['method']} ({r['budget']})"
             axis.errorbar(
-                r["macs"] / 1e6, r["accuracy_mean"], yerr=r["accuracy_std"], marker=markers[r["method"]],
-                linestyle="none", capsize=3, label=label, markersize=10 if r["method"] == "original" else 6,
+                r["macs"] / 1e6, r["accuracy_mean"], yerr=r["accuracy_std"], label=label,
+                marker=markers.get(r["budget"], "D"), color=colours[r["method"]], linestyle="none", capsize=3,
+                markersize=11 if r["method"] == "original" else 6,
             )  # fmt: skip
         axis.set_title(name)
         axis.set_xlabel("MACs (millions)")
