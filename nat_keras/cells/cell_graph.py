@@ -367,7 +367,7 @@ def genotype_to_arch_graph(
             affine=affine,
             only_cheaper=only_cheaper,
             prefix=f"{which}/" if cell == "both" else "",
-            **({"input_costs": input_costs[which]} if which in input_costs else {}),
+            input_costs=input_costs.get(which, (Cost(0, 0), Cost(0, 0))),
             cell_indices=indices.get(which, ()),
         )
         nodes += cell_nodes

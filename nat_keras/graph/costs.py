@@ -285,7 +285,7 @@ def cell_op_cost_over(
 
 
 def cell_preprocess_cost(
-    in_channels: int, channels: int, spatial: int, *, factorized: bool, affine: bool = True
+    in_channels: int, channels: int, spatial: int | tuple[int, int], *, factorized: bool, affine: bool = True
 ) -> Cost:
     """Params and MACs of a cell's input preprocessing (`nat_keras.cells.network`).
 
@@ -297,7 +297,7 @@ def cell_preprocess_cost(
     Args:
       in_channels: channels of the raw input (the output of an earlier cell or the stem).
       channels: C, the channels the cell works at.
-      spatial: the raw input's height (and width).
+      spatial: the raw input's height (and width), or (height, width).
       factorized: a FactorizedReduce instead of the ReLUConvBN.
       affine: the BN has gamma and beta.
 
@@ -306,8 +306,10 @@ def cell_preprocess_cost(
       Cost(params=832, macs=786432, adds=0)
     """
     bn = (BN_PARAMS_PER_CHANNEL if affine else BN_STATISTICS_PER_CHANNEL) * channels
-    side = -(-spatial // 2) if factorized else spatial
-    return Cost(in_channels * channels + bn, conv_macs(side * side, 1, in_channels, channels))
+    height, width = (spatial, spatial) if isinstance(spatial, int) else spatial
+    stride = 2 if factorized else 1
+    positions = -(-height // stride) * -(-width // stride)
+    return Cost(in_channels * channels + bn, conv_macs(positions, 1, in_channels, channels))
 
 
 def cell_op_cost(
@@ -347,8 +349,8 @@ def cell_op_cost(
     bn = (BN_PARAMS_PER_CHANNEL if affine else BN_STATISTICS_PER_CHANNEL) * c
     if op == ops.NULL or (op == ops.IDENTITY and strides == 1):
         return Cost(0, 0)
-    if op == ops.IDENTITY:  # FactorizedReduce: two 1x1 convs of C/2, then BN
-        return Cost(c * c + bn, 2 * conv_macs(positions, 1, c, c // 2))
+    if op == ops.IDENTITY:  # FactorizedReduce, as c_{k-2}'s after a reduction cell
+        return cell_preprocess_cost(c, c, (height, width), factorized=True, affine=affine)
     parsed = ops.parse_op(op)
     if parsed is None:
         raise ConfigError(f"{op!r} is not a cell op of the nat_keras.ops vocabulary.")

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import os
 import random
@@ -208,14 +209,7 @@ class Policy:
         max_tries: int = 10,
     ) -> list[TransformPlan]:
         """`count` plans from one GNN pass (see `sample`)."""
-        probs = self.probabilities(graph)
-        rng = np.random.default_rng(seed)
-        budget = budget or Budget()
-        reference = cost(graph)
-        plans = []
-        for _ in range(count):
-            plans.append(self._decode_within(graph, probs, rng, greedy, budget, reference, max_tries))
-        return plans
+        return list(itertools.islice(self._draws(graph, seed, greedy, budget, max_tries), count))
 
     def sample_distinct(
         self,
@@ -249,16 +243,24 @@ class Policy:
           >>> len(set(plans)) == len(plans) <= 10
           True
         """
+        distinct: dict[TransformPlan, None] = {}
+        draws = self._draws(graph, seed, False, budget, 10)
+        for plan in itertools.islice(draws, 10 * count if max_draws is None else max_draws):
+            distinct[plan] = None
+            if len(distinct) >= count:
+                break
+        return list(distinct)
+
+    def _draws(
+        self, graph: ArchGraph, seed: Any, greedy: bool, budget: Budget | None, max_tries: int
+    ) -> Iterator[TransformPlan]:
+        """Plans within `budget` (default Budget()), one after another, from one GNN pass."""
         probs = self.probabilities(graph)
         rng = np.random.default_rng(seed)
         budget = budget or Budget()
         reference = cost(graph)
-        distinct: dict[TransformPlan, None] = {}
-        for _ in range(10 * count if max_draws is None else max_draws):
-            if len(distinct) >= count:
-                break
-            distinct[self._decode_within(graph, probs, rng, False, budget, reference, 10)] = None
-        return list(distinct)
+        while True:
+            yield self._decode_within(graph, probs, rng, greedy, budget, reference, max_tries)
 
     def _decode_within(self, graph, probs, rng, greedy, budget, reference, max_tries) -> TransformPlan:
         for _ in range(1 if greedy else max_tries):

@@ -241,11 +241,8 @@ class ModelSupernet(Supernet):
     def sample_arch(self, seed: Any = None) -> np.ndarray:
         """A random legal plan as an arch: each edge changes with `change_prob`, or, with a
         compact `budget`, `budget_prob` of the time a random plan within it."""
-        if self.budget is None:
-            plan = sample_random_plan(self.graph, seed, space=self.space, change_prob=self.change_prob)
-            return self.plan_to_arch(plan)
-        rng = np.random.default_rng(seed)
-        if rng.random() < self.budget_prob:
+        rng = np.random.default_rng(seed)  # without a compact budget, the draws of `seed` as before
+        if self.budget is not None and rng.random() < self.budget_prob:
             plan = sample_plan_within(self.graph, rng, self.budget, space=self.space)
         else:
             plan = sample_random_plan(self.graph, rng, space=self.space, change_prob=self.change_prob)
