@@ -102,6 +102,26 @@ def test_presets_validation_and_round_trip():
         Recipe(epochs=2, warmup_epochs=3)
     with pytest.raises(ConfigError, match="mixed_precision"):
         Recipe(mixed_precision="yes")
+    with pytest.raises(ConfigError, match=r"Recipe\.grad_clip must be > 0"):
+        Recipe(grad_clip=0.0)
+    # The paper's retraining clips at 5.
+    assert (Recipe.gpu().grad_clip, Recipe.cpu().grad_clip) == (5.0, None)
+
+
+def test_grad_clip_bounds_the_first_step_of_train():
+    # One SGD step without momentum or decay moves the weights by lr times the
+    # gradient: clipped to norm 1e-3, by at most lr * 1e-3.
+    source = tiny_classifier()
+    recipe = Recipe(epochs=1, warmup_epochs=0, learning_rate=0.1, reference_batch_size=None, momentum=0.0,
+                    nesterov=False, weight_decay=0.0, init="inherited")  # fmt: skip
+    data = tiny_data().take(1)
+    moved = {}
+    for clip in (None, 1e-3):
+        trained = train(source, data, recipe.replace(grad_clip=clip), verbose=0).model
+        pairs = zip(trained.trainable_weights, source.trainable_weights)
+        deltas = [np.array(a) - np.array(b) for a, b in pairs]
+        moved[clip] = math.sqrt(sum(float(np.sum(d**2)) for d in deltas))
+    assert moved[1e-3] == pytest.approx(0.1 * 1e-3, rel=1e-3) and moved[None] > 10 * moved[1e-3]
 
 
 def test_coupled_weight_decay_adds_l2_to_the_gradient():
@@ -253,6 +273,12 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
     # Another recipe in the same directory would mix two runs.
     with pytest.raises(ConfigError, match="differs from this one in \\['recipe'\\]"):
         train(source, tiny_data(), recipe.replace(epochs=4), checkpoint_dir=tmp_path, verbose=0)
+    # A directory recorded before a Recipe field existed still resumes (the field had its default).
+    run_file = tmp_path / "run.json"
+    run = json.loads(run_file.read_text())
+    del run["recipe"]["grad_clip"]
+    run_file.write_text(json.dumps(run))
+    assert train(source, tiny_data(), recipe, checkpoint_dir=tmp_path, verbose=0).initial_epoch == 3
 
 
 # -- examples/retrain.py ----------------------------------------------------------------
