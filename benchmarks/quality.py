@@ -6,8 +6,11 @@ cost, and 50% of the source's MACs), method and seed, `nat_keras.transform`
 chooses a plan on the training split's held-out part (never the test split),
 every method with the same supernet settings and the same number of
 supernet evaluations (`nat_keras.search.baselines`), and the chosen network
-(inherited weights) is fine-tuned with the same recipe, epochs and seed. The
-original is fine-tuned the same way, so every row had the same treatment.
+(inherited weights) is fine-tuned with the same recipe, epochs and seed,
+gradients clipped to norm 5 (`fine_tune_grad_clip`, the paper's retraining
+clip). The original is fine-tuned the same way, so every row had the same
+treatment. A row that differs from a cached one only in its fine-tuning
+reuses that row's finished search (its directory) and its search time.
 
 Methods: original, nat (NAT's policy in the keep / skip / none space),
 nat++ (also cheaper ops), random (random search), large_edge (keep the edges

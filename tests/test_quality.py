@@ -37,6 +37,18 @@ def test_each_seed_has_its_own_row():
     assert originals[0] == originals[1] and originals[0]["budget"] == "-"
 
 
+def test_rows_that_differ_only_in_fine_tuning_share_their_search():
+    cpu = quality.PRESETS["cpu"]
+    clipped = quality.row_key(cpu, "resnet20", "half_macs", "nat", 0)
+    unclipped = quality.row_key(cpu.replace(fine_tune_grad_clip=None), "resnet20", "half_macs", "nat", 0)
+    assert clipped != unclipped and clipped["fine_tune_grad_clip"] == 5.0
+    assert quality._search_key(clipped) == quality._search_key(unclipped)
+    # The search key is exactly the key rows had before the clipping existed (their directories).
+    assert "fine_tune_grad_clip" not in quality._search_key(clipped)
+    other_search = quality.row_key(cpu.replace(policy_steps=6), "resnet20", "half_macs", "nat", 0)
+    assert quality._search_key(other_search) != quality._search_key(clipped)
+
+
 def test_an_input_built_at_another_width_is_its_own_input():
     settings = quality.PRESETS["cpu"]
     full = quality.row_key(settings, "resnet20", "equal", "nat", 0)
