@@ -45,6 +45,7 @@ from nat_keras.graph.costs import Cost
 from nat_keras.graph.encode import encode
 from nat_keras.graph.trace import trace
 from nat_keras.objective import BINARY, CATEGORICAL, ClassificationCrossentropy, Objective, objective_of
+from nat_keras.supernet.batchnorm import calibration_images, recalibrate
 
 SCRATCH = "scratch"
 INHERITED = "inherited"
@@ -117,6 +118,13 @@ class Recipe:
         clipping. `gpu()` clips at 5, the paper's retraining value; a
         fine-tuning of a plan that rescales a residual stream (blocks made
         identities: x + x) can diverge without it.
+      bn_calibration_examples: > 0: after the last epoch, set every BN
+        layer's moving statistics to the batch statistics of this many
+        training examples ("precise BN"), so the test sees the final
+        weights' statistics and not an average lagging behind them. With
+        Keras's momentum 0.99 that lag decided short fine-tunings: one
+        transformed ResNet-20 tested 0.7734 after 2 epochs and 0.8642 once
+        recalibrated on 512 images (2026-12-07). 0: keep the moving averages.
       init: "scratch" (fresh weights, the paper's protocol) or "inherited"
         (the model's weights, NAT's fine-tuning protocol).
       seed: `keras.utils.set_random_seed(seed)` before the weights are made:
@@ -144,6 +152,7 @@ class Recipe:
     weight_decay: float = 3e-4
     label_smoothing: float = 0.1
     grad_clip: float | None = None
+    bn_calibration_examples: int = 0
     init: str = SCRATCH
     seed: int = 0
     mixed_precision: bool | str = AUTO
@@ -173,6 +182,11 @@ class Recipe:
             raise ConfigError(f"Recipe.weight_decay must be >= 0; got {self.weight_decay!r}.")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"Recipe.label_smoothing must be in [0, 1); got {self.label_smoothing!r}.")
+        if not _is_int(self.bn_calibration_examples) or self.bn_calibration_examples < 0:
+            raise ConfigError(
+                "Recipe.bn_calibration_examples must be an int >= 0 (0: keep Keras's moving averages); "
+                f"got {self.bn_calibration_examples!r}."
+            )
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"Recipe.grad_clip must be > 0 or None (no clipping); got {self.grad_clip!r}.")
         if self.init not in INITS:
@@ -607,6 +621,8 @@ def train(
     trained.fit(
         train_data, epochs=recipe.epochs, callbacks=[*own, *callbacks], verbose=verbose, shuffle=False
     )  # the data shuffles itself
+    if recipe.bn_calibration_examples:
+        recalibrate(trained, calibration_images(train_data, recipe.bn_calibration_examples))
     test_loss = test_accuracy = None
     if test_data is not None:
         scores = trained.evaluate(test_data, verbose=verbose, return_dict=True)

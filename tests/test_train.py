@@ -133,6 +133,24 @@ def test_coupled_weight_decay_adds_l2_to_the_gradient():
     assert CoupledWeightDecaySGD.from_config(optimizer.get_config()).l2 == pytest.approx(0.1)
 
 
+def test_bn_calibration_sets_the_statistics_of_the_training_examples():
+    # The first 16 training examples' batch statistics of the BN's input
+    # become its moving statistics (tiny_data does not shuffle).
+    source = tiny_classifier()
+    recipe = Recipe(epochs=1, warmup_epochs=0, init="inherited")
+    calibrated = train(source, tiny_data(), recipe.replace(bn_calibration_examples=16), verbose=0).model
+    features = keras.Model(calibrated.inputs, calibrated.get_layer("conv").output)
+    images = np.concatenate([x for x, _ in tiny_data().take(2).as_numpy_iterator()])
+    expected = np.asarray(features(images)).reshape(-1, 4)
+    bn = calibrated.get_layer("bn")
+    assert np.allclose(np.asarray(bn.moving_mean), expected.mean(axis=0), atol=1e-5)
+    assert np.allclose(np.asarray(bn.moving_variance), expected.var(axis=0), rtol=1e-3, atol=1e-5)
+    plain = train(source, tiny_data(), recipe, verbose=0).model  # Keras's moving averages: not those
+    assert not np.allclose(np.asarray(plain.get_layer("bn").moving_mean), expected.mean(axis=0), atol=1e-3)
+    with pytest.raises(ConfigError, match="bn_calibration_examples"):
+        Recipe(bn_calibration_examples=-1)
+
+
 # -- label smoothing through the model's loss ----------------------------------------
 
 
