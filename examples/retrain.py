@@ -48,13 +48,22 @@ _PRESET = flags.DEFINE_enum("preset", "cpu", ["cpu", "gpu"], "Recipe.cpu() or th
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Epochs (default: the preset's).")
 _INIT = flags.DEFINE_enum("init", "scratch", list(INITS), "Fresh weights, or the model's own.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the weights and of the data.")
+_BN_EXAMPLES = flags.DEFINE_integer(
+    "bn_calibration_examples", 0,
+    "Re-estimate BN statistics on this many training images after the last epoch (0: Keras's "
+    "moving averages); worth it after short fine-tunings (Recipe.bn_calibration_examples).",
+    lower_bound=0,
+)  # fmt: skip
 _CHECKPOINT_DIR = flags.DEFINE_string(
     "checkpoint_dir", None, "Checkpoints; an interrupted run resumes there."
 )
 _OUTPUT = flags.DEFINE_string("output", os.path.join("runs", "retrain.json"), "Where to write the JSON.")
 # The flags that say how the model is trained, recorded in the command; where
 # files go (--data_dir, --checkpoint_dir, --output) is not a setting.
-_SETTINGS = (_MODEL, _PLAN, _DATASET, _DOWNLOAD, _IMAGE_SIZE, _BATCH, _CUTOUT, _PRESET, _EPOCHS, _INIT, _SEED)
+_SETTINGS = (
+    _MODEL, _PLAN, _DATASET, _DOWNLOAD, _IMAGE_SIZE, _BATCH, _CUTOUT, _PRESET, _EPOCHS, _INIT, _SEED,
+    _BN_EXAMPLES,
+)  # fmt: skip
 
 OUTPUT_FORMAT_VERSION = 1
 
@@ -157,7 +166,7 @@ def main(argv: list[str]) -> None:
     model = load_model(_MODEL.value, splits)
     if _PLAN.value is not None:
         model = apply_plan_file(model, _PLAN.value, _MODEL.value)
-    changes = {"init": _INIT.value, "seed": _SEED.value}
+    changes = {"init": _INIT.value, "seed": _SEED.value, "bn_calibration_examples": _BN_EXAMPLES.value}
     if _EPOCHS.value is not None:
         changes["epochs"] = _EPOCHS.value
     recipe = Recipe.preset(_PRESET.value)
