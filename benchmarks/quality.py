@@ -173,7 +173,7 @@ _WIDTHS = flags.DEFINE_list(
 # Integer overrides of the preset, one flag per Settings field.
 _INT_FIELDS = (
     "train_examples", "test_examples", "source_epochs", "search_epochs", "weight_steps", "policy_steps",
-    "samples", "num_candidates", "fine_tune_epochs",
+    "samples", "num_candidates", "fine_tune_epochs", "fine_tune_bn_examples",
 )  # fmt: skip
 for _field in _INT_FIELDS:
     flags.DEFINE_integer(_field, None, f"Overrides the preset's {_field} (see Settings).")
