@@ -622,7 +622,8 @@ def train(
         train_data, epochs=recipe.epochs, callbacks=[*own, *callbacks], verbose=verbose, shuffle=False
     )  # the data shuffles itself
     if recipe.bn_calibration_examples:
-        recalibrate(trained, calibration_images(train_data, recipe.bn_calibration_examples))
+        with strategy.scope():  # the BN variables may be mirrored
+            recalibrate(trained, calibration_images(train_data, recipe.bn_calibration_examples))
     test_loss = test_accuracy = None
     if test_data is not None:
         scores = trained.evaluate(test_data, verbose=verbose, return_dict=True)
