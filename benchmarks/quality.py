@@ -9,9 +9,10 @@ supernet evaluations (`nat_keras.search.baselines`), and the chosen network
 (inherited weights) is fine-tuned with the same recipe, epochs and seed,
 gradients clipped to norm 5 (`fine_tune_grad_clip`, the paper's retraining
 clip), and its BN statistics re-estimated on 1,024 training images before
-the test (`fine_tune_bn_examples`). The original is fine-tuned the same way, so every row had the same
-treatment. A row that differs from a cached one only in its fine-tuning
-reuses that row's finished search (its directory) and its search time.
+the test (`fine_tune_bn_examples`). The original is fine-tuned the same
+way, so every row had the same treatment. A row that differs from a cached
+one only in its fine-tuning reuses that row's finished search (its
+directory) and its search time.
 
 Methods: original, nat (NAT's policy in the keep / skip / none space),
 nat++ (also cheaper ops), random (random search), large_edge (keep the edges
@@ -112,7 +113,7 @@ class Settings:
     # Global-norm gradient clipping of every fine-tuning (`Recipe.grad_clip`;
     # 5 is the paper's retraining value). Without it, a ResNet-56 plan whose
     # last blocks became identities (x + x per block: logits 10x the
-    # source's) diverged to chance: 0.1165 without, 0.7446 with (2026-12-07).
+    # source's) diverged to chance: 0.1165 without, 0.7446 with (2026-12-06).
     fine_tune_grad_clip: float | None = 5.0
     # BN statistics re-estimated on this many training images after every
     # fine-tuning (`Recipe.bn_calibration_examples`): with Keras's lagging
