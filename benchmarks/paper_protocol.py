@@ -637,6 +637,25 @@ def train_network(settings: Settings, genotype: Genotype, seed: int) -> dict[str
     }
 
 
+# Recipe fields added after rows were cached, with the value that changes
+# nothing: at that value a field stays out of the key, so the older rows match.
+LATER_RECIPE_FIELDS = {"grad_clip": None, "bn_calibration_examples": 0}
+
+
+def recipe_key(recipe: Recipe) -> dict[str, Any]:
+    """`recipe.to_dict()` without the `LATER_RECIPE_FIELDS` at their no-op values.
+
+    Example:
+      >>> "grad_clip" in recipe_key(Recipe.cpu()), recipe_key(Recipe.gpu())["grad_clip"]
+      (False, 5.0)
+    """
+    return {
+        field: value
+        for field, value in recipe.to_dict().items()
+        if field not in LATER_RECIPE_FIELDS or value != LATER_RECIPE_FIELDS[field]
+    }
+
+
 def network_key(settings: Settings, name: str, variant: str, genotype: Genotype, seed: int) -> dict[str, Any]:
     """What determines one retrained network's row (in the run dir's `rows.jsonl`)."""
     return {
@@ -650,7 +669,7 @@ def network_key(settings: Settings, name: str, variant: str, genotype: Genotype,
         "train_batches": settings.train_batches,
         "test_batches": settings.test_batches,
         "batch_size": settings.batch_size,
-        "recipe": settings.training(seed).to_dict(),
+        "recipe": recipe_key(settings.training(seed)),
         "pipeline": nat_keras.data.PIPELINE_VERSION,
     }
 

@@ -203,3 +203,15 @@ def test_a_kept_input_reuses_the_originals_row(tmp_path):
     again = pp.RowCache(tmp_path).get(pp.network_key(settings, "DARTS", "random", darts, 0))
     assert again == row
     assert pp.reuse_original_row(cache, settings, "DARTS", "random", 1) is None  # other seeds stay apart
+
+
+def test_recipe_fields_added_later_leave_cached_keys_alone():
+    """A Recipe field at its no-op value stays out of a row's key, so rows cached before it match."""
+    before = {
+        field: value
+        for field, value in nat_keras.train.Recipe.cpu().to_dict().items()
+        if field not in pp.LATER_RECIPE_FIELDS
+    }
+    assert pp.recipe_key(nat_keras.train.Recipe.cpu()) == before
+    clipped = nat_keras.train.Recipe.cpu(grad_clip=5.0, bn_calibration_examples=512)
+    assert pp.recipe_key(clipped) == {**before, "grad_clip": 5.0, "bn_calibration_examples": 512}
