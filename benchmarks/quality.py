@@ -75,7 +75,7 @@ import keras
 from absl import app, flags, logging
 
 from nat_keras.policy import ReinforceConfig, default_policy
-from nat_keras.search import DERIVE_VERSION, SearchConfig
+from nat_keras.search import CHOOSE_VERSION, DERIVE_VERSION, SearchConfig
 from nat_keras.supernet.model_space import BUDGET_PROB
 from nat_keras.train import INHERITED, SCRATCH, Recipe, train
 
@@ -288,7 +288,8 @@ def row_key(settings: Settings, name: str, budget: str, method: str, seed: int) 
     seed 0's row from the cache. NAT's rows carry `DERIVE_VERSION`, so rows
     chosen under an older derive rule are not reused, and the rows of a
     compact budget the supernet's `BUDGET_PROB` (how often it trained on
-    plans within that budget; rows from before it existed are not reused).
+    plans within that budget; rows from before it existed are not reused)
+    and `CHOOSE_VERSION` (whether the input fitted to the budget competed).
 
     Example:
       >>> row_key(PRESETS["cpu"], "resnet20", "equal", "nat", 1)["seed"]
@@ -308,16 +309,19 @@ def row_key(settings: Settings, name: str, budget: str, method: str, seed: int) 
         key["derive_version"] = DERIVE_VERSION
     if method != "original" and budget != "equal":  # the supernet trains on plans of a compact budget
         key["supernet_budget_prob"] = BUDGET_PROB
+        if CHOOSE_VERSION != 1:  # the input fitted to the budget competes in the final choice
+            key["choose_version"] = CHOOSE_VERSION
     return key
 
 
-# Settings only the fine-tuning reads, added after rows were cached: left out
-# of a search's key, so those rows' finished searches are reused.
-FINE_TUNE_ONLY = ("fine_tune_grad_clip", "fine_tune_bn_examples")
+# Settings only the final choice or the fine-tuning read, added after rows
+# were cached: left out of a search's key, so those rows' finished searches
+# are reused.
+AFTER_SEARCH_ONLY = ("choose_version", "fine_tune_grad_clip", "fine_tune_bn_examples")
 
 
 def _search_key(key: Mapping[str, Any]) -> dict[str, Any]:
-    """`key` without `FINE_TUNE_ONLY`, so rows that differ only in those share one search.
+    """`key` without `AFTER_SEARCH_ONLY`, so rows that differ only in those share one search.
 
     The search directories are named by its digest; rows cached before
     those settings existed have exactly these keys.
@@ -326,7 +330,7 @@ def _search_key(key: Mapping[str, Any]) -> dict[str, Any]:
       >>> "fine_tune_grad_clip" in _search_key(row_key(PRESETS["cpu"], "resnet20", "equal", "nat", 0))
       False
     """
-    return {k: v for k, v in key.items() if k not in FINE_TUNE_ONLY}
+    return {k: v for k, v in key.items() if k not in AFTER_SEARCH_ONLY}
 
 
 def method_row(

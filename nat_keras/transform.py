@@ -35,7 +35,7 @@ from nat_keras.graph.arch_graph import ArchGraph
 from nat_keras.graph.costs import Budget, Cost
 from nat_keras.graph.encode import encode
 from nat_keras.objective import Objective, objective_of
-from nat_keras.plan import TransformPlan, plan_cost
+from nat_keras.plan import TransformPlan, fit_to_budget, plan_cost
 from nat_keras.rebuild.apply import apply_plan
 from nat_keras.report import TransformReport
 from nat_keras.supernet.batchnorm import recalibrate
@@ -250,6 +250,11 @@ def _transform_with_data(
     before, after = cost(graph), plan_cost(graph, plan)
     if not plan.actions:
         how += " (no plan scored above the source on held-out data, so its architecture is kept)"
+    elif not budget.allows(before, before) and plan == fit_to_budget(graph, keep, budget):
+        how += (
+            " (no searched plan scored above the source made to fit the budget by cutting its costliest "
+            "edges first, so that plan is returned)"
+        )
     message = _summary(model.name, plan, graph, before, after, how)
     report = TransformReport(
         model.name,

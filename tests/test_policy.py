@@ -13,7 +13,7 @@ import tensorflow as tf
 import nat_keras
 from nat_keras import ops
 from nat_keras.errors import ActionSpaceError
-from nat_keras.plan import repair
+from nat_keras.plan import fit_to_budget, repair
 from nat_keras.policy.policy import Policy
 from nat_keras.policy.reinforce import Reinforce, ReinforceConfig
 from nat_keras.search import KnownRewardEnvironment, NATSearch, SearchConfig, derive
@@ -253,11 +253,16 @@ def test_derive_returns_the_input_when_no_plan_beats_it(graph):
     assert len(scored) > 1 and all(score < 0 for _, score in scored[1:])
     plan, scored = derive(env, policy, graph, num_candidates=5, seed=0, include_input=False)
     assert plan.actions and len(scored) <= 5
-    # A budget the input itself breaks keeps it out of the running.
+    # A budget the input itself breaks keeps it out of the running; the input made to fit
+    # the budget (its costliest edges cut first) competes instead, and wins ties.
     budget = nat_keras.Budget(params_ratio=0.9)
     plan, scored = derive(env, policy, graph, num_candidates=5, seed=0, budget=budget)
     assert plan.actions and all(p.actions for p, _ in scored)
     assert all(budget.allows(nat_keras.plan_cost(graph, p), nat_keras.cost(graph)) for p, _ in scored)
+    fitted = fit_to_budget(graph, nat_keras.TransformPlan.keep_all(graph), budget)
+    assert scored[0] == (fitted, -len(fitted.actions)) and plan == fitted  # the fewest changes
+    _, unfitted = derive(env, policy, graph, num_candidates=5, seed=0, budget=budget, include_input=False)
+    assert fitted not in dict(unfitted)
 
 
 @pytest.mark.parametrize("update", ["standard", "authors"])

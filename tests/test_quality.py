@@ -14,6 +14,8 @@ import sys
 import pytest
 from conftest import import_benchmark
 
+from nat_keras.search import CHOOSE_VERSION
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 quality = import_benchmark("quality")
 
@@ -37,14 +39,17 @@ def test_each_seed_has_its_own_row():
     assert originals[0] == originals[1] and originals[0]["budget"] == "-"
 
 
-def test_rows_that_differ_only_in_fine_tuning_share_their_search():
+def test_rows_that_differ_only_after_the_search_share_it():
     cpu = quality.PRESETS["cpu"]
     clipped = quality.row_key(cpu, "resnet20", "half_macs", "nat", 0)
     unclipped = quality.row_key(cpu.replace(fine_tune_grad_clip=None), "resnet20", "half_macs", "nat", 0)
     assert clipped != unclipped and clipped["fine_tune_grad_clip"] == 5.0
     assert quality._search_key(clipped) == quality._search_key(unclipped)
     # The search key is exactly the key rows had before the clipping existed (their directories).
-    assert not set(quality.FINE_TUNE_ONLY) & set(quality._search_key(clipped))
+    assert not set(quality.AFTER_SEARCH_ONLY) & set(quality._search_key(clipped))
+    # A compact row's key names the final-choice rule; the search it reuses does not.
+    assert clipped["choose_version"] == CHOOSE_VERSION
+    assert "choose_version" not in quality.row_key(cpu, "resnet20", "equal", "nat", 0)
     other_search = quality.row_key(cpu.replace(policy_steps=6), "resnet20", "half_macs", "nat", 0)
     assert quality._search_key(other_search) != quality._search_key(clipped)
 

@@ -1,9 +1,17 @@
 """NAT's search: environments (rewards), the alternating loop, and derivation."""
 
 from nat_keras.search.environment import Environment, KnownRewardEnvironment, SupernetEnvironment
-from nat_keras.search.loop import DERIVE_VERSION, NATSearch, SearchConfig, SearchHistory, derive
+from nat_keras.search.loop import (
+    CHOOSE_VERSION,
+    DERIVE_VERSION,
+    NATSearch,
+    SearchConfig,
+    SearchHistory,
+    derive,
+)
 
 __all__ = [
+    "CHOOSE_VERSION",
     "DERIVE_VERSION",
     "Environment",
     "KnownRewardEnvironment",

@@ -31,7 +31,7 @@ import tensorflow as tf
 from nat_keras.graph import cost
 from nat_keras.graph.arch_graph import ArchGraph
 from nat_keras.graph.costs import Budget, Cost
-from nat_keras.plan import TransformPlan, plan_cost
+from nat_keras.plan import TransformPlan, fit_to_budget, plan_cost
 from nat_keras.policy.policy import Policy
 from nat_keras.policy.reinforce import Reinforce, ReinforceConfig
 from nat_keras.search.environment import Environment
@@ -94,6 +94,12 @@ class SearchConfig:
 # put it in the keys of NAT's cached rows, so rows of one rule never mix with
 # the other's.
 DERIVE_VERSION = 2
+
+# What competes with the candidates in `choose` under a compact budget: 1,
+# nothing; 2, the input fitted to the budget (2026-12-07). At half the MACs
+# that plan alone scored above NAT's and random search's choices on the
+# supernet (docs/design.md section 4). Benchmarks key compact rows by it.
+CHOOSE_VERSION = 2
 
 
 def budget_excess(planned: Cost, limit: Cost) -> float:
@@ -311,8 +317,9 @@ def derive(
 
     With `include_input`, the input architecture itself (the keep-all plan)
     is scored as well and wins ties, so a search whose plans all score below
-    the input returns the input unchanged rather than a worse model; unless
-    `budget` rules the input out (e.g. `Budget(params_ratio=0.5)`).
+    the input returns the input unchanged rather than a worse model; under a
+    budget that rules the input out (e.g. `Budget(macs_ratio=0.5)`), the
+    input fitted to it competes instead (see `choose`).
 
     Args:
       environment: scores plans (`Environment.score`).
@@ -352,17 +359,26 @@ def choose(
 ) -> tuple[TransformPlan, list[tuple[TransformPlan, float]]]:
     """The best of `candidates` by `environment.score`; NAT's `derive` and the baselines end here.
 
-    With `include_input`, the keep-all plan competes first (when `budget`
-    allows it) and wins ties, so no search returns a worse-scoring network
-    than its input. Repeated plans are scored once.
+    With `include_input`, the input competes first and wins ties, so no
+    search returns a worse-scoring network than its input: the keep-all
+    plan when `budget` allows it; under a compact budget, the input made to
+    fit it by `fit_to_budget`'s rule alone (the largest saving first, ties in
+    graph order), the plan a user gets without any search
+    (`CHOOSE_VERSION` 2). Repeated plans are scored once.
 
     Example:
-      >>> plan, scored = choose(env, graph, plans, budget=Budget())
+      >>> half = Budget(macs_ratio=0.5)
+      >>> plan, scored = choose(env, graph, plans, budget=half)
+      >>> fitted = fit_to_budget(graph, TransformPlan.keep_all(graph), half)
+      >>> scored[0][1] >= dict(scored)[fitted]
+      True
     """
     source = cost(graph)
+    budget = budget or Budget()
     candidates = list(candidates)
-    if include_input and (budget or Budget()).allows(source, source):
-        candidates.insert(0, TransformPlan.keep_all(graph, space=space))
+    if include_input:
+        keep = TransformPlan.keep_all(graph, space=space)
+        candidates.insert(0, keep if budget.allows(source, source) else fit_to_budget(graph, keep, budget))
     unique = list(dict.fromkeys(candidates))  # sampled plans often repeat
     # A stable sort: among equal scores the earlier candidate (the input) stays first.
     scored = sorted(((p, environment.score(graph, p)) for p in unique), key=lambda pair: -pair[1])
