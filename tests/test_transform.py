@@ -11,6 +11,7 @@ import tensorflow as tf
 from conftest import all_layers, nested_model, policy_off_keep, small_resnet, two_input_classifier
 
 import nat_keras
+from nat_keras.plan import fit_to_budget
 from nat_keras.policy import Policy, ReinforceConfig, default_policy
 from nat_keras.policy.policy import DEFAULT_POLICY_DIR
 from nat_keras.search import SearchConfig
@@ -85,6 +86,22 @@ def test_a_kept_source_is_returned_as_it_was(digits, monkeypatch):
     assert not new.nat_report.plan.actions and "architecture is kept" in new.nat_report.message
     images = next(iter(digits.test))[0]
     np.testing.assert_allclose(new(images, training=False), model(images, training=False), atol=1e-5)
+
+
+def test_the_source_fitted_to_a_compact_budget_is_named_when_it_wins(digits, monkeypatch):
+    def fitted_source_wins(environment, policy, graph, *, budget, **options):
+        fitted = fit_to_budget(graph, nat_keras.TransformPlan.keep_all(graph, space=policy.space), budget)
+        return fitted, [(fitted, environment.score(graph, fitted))]
+
+    monkeypatch.setattr(nat_keras.search, "derive", fitted_source_wins)
+    budget = nat_keras.Budget(macs_ratio=0.6)
+    model = small_resnet()
+    new = nat_keras.transform(
+        model, data=digits, policy=Policy(seed=0), budget=budget, search_config=TINY_SEARCH, verbose=0
+    )
+    report = new.nat_report
+    assert report.plan.actions and budget.allows(report.cost_after, report.cost_before)
+    assert "source made to fit the budget" in report.message
 
 
 def test_a_kept_nested_block_keeps_the_users_weights(monkeypatch):

@@ -17,8 +17,8 @@ Equal evaluation budget: NAT's policy scores `evaluations_of(config)` plans
 (one reward each, on one held-out batch) while it learns, then `derive`
 scores its candidates on more held-out batches. Random search and the
 tuners get the same number of single-batch rewards, then the same final
-choice among their `num_candidates` best (`loop.choose`, the source included
-and winning ties). LargeEdge needs no search: it scores only its candidates.
+choice among their `num_candidates` best (`loop.choose`, the source included,
+fitted to a compact budget, and winning ties). LargeEdge needs no search: it scores only its candidates.
 
 Example:
   >>> result = random_search(environment, graph, evaluations=200, budget=Budget(macs_ratio=0.5))
@@ -56,7 +56,7 @@ class BaselineResult:
     Attributes:
       plan: the chosen plan (within the budget).
       candidates: (plan, score on held-out data), best first, as `derive`
-        returns them (the source included when the budget allows it).
+        returns them (the source included; fitted to the budget when it is compact).
       evaluations: supernet evaluations spent (single-batch rewards during
         the search plus the final candidates' scores).
     """
