@@ -333,6 +333,22 @@ def _search_key(key: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in key.items() if k not in AFTER_SEARCH_ONLY}
 
 
+def first_row_of_search(cache: RowCache, key: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The cached row that ran the search of row `key` first, if another row did.
+
+    Rows that differ only in `AFTER_SEARCH_ONLY` share a search: the row keyed
+    by the search key itself (from before those settings existed), else one
+    that had every setting of `key` but the final-choice rule.
+
+    Example:
+      >>> first_row_of_search(RowCache(run_dir), row_key(PRESETS["cpu"], "resnet20", "half_macs", "nat", 0))
+    """
+    earlier = cache.get(_search_key(key))
+    if earlier is None and "choose_version" in key:
+        earlier = cache.get({k: v for k, v in key.items() if k != "choose_version"})
+    return earlier
+
+
 def method_row(
     settings: Settings, source: keras.Model, name: str, budget: str, method: str, seed: int,
     run_dir: pathlib.Path, cache: RowCache,
@@ -344,7 +360,9 @@ def method_row(
         print(f"{name} {budget} {method} seed {seed}: cached, test accuracy {row['test_accuracy']:.4f}")
         return row
     search_key = _search_key(key)
-    earlier = cache.get(search_key)  # a row that differs only in its fine-tuning ran this search
+    earlier = first_row_of_search(cache, key)
+    directory = run_dir / "searches" / f"{name}-{budget}-{method}-{seed}-{_digest(search_key)}"
+    resumed = directory.exists()
     splits = load_data(settings, seed)
     start = time.perf_counter()
     if method == "original":
@@ -360,8 +378,7 @@ def method_row(
             source, data=splits, method="nat" if method in ("nat", "nat++") else method,
             policy=default_policy(space=space) if method in ("nat", "nat++") else None, space=space,
             budget=BUDGETS[budget], num_candidates=settings.num_candidates, search_config=config,
-            directory=run_dir / "searches" / f"{name}-{budget}-{method}-{seed}-{_digest(search_key)}",
-            verbose=_VERBOSE.value,
+            directory=directory, verbose=_VERBOSE.value,
         )  # fmt: skip
         report = chosen.nat_report
     search_seconds = time.perf_counter() - start
@@ -385,8 +402,8 @@ def method_row(
         "fine_tune_seconds": round(result.wall_time, 1),
         "plan": None if report is None else report.plan.to_dict()["actions"],
     }
-    if earlier is not None and method != "original" and earlier["plan"] == values["plan"]:
-        # The search resumed from its finished directory: its time is the first run's.
+    if earlier is not None and method != "original" and resumed:
+        # The search resumed from an earlier row's directory: its time is that run's.
         values["search_seconds"], values["search_resumed"] = earlier["search_seconds"], True
     print(
         f"{name} {budget} {method} seed {seed}: test accuracy {result.test_accuracy:.4f}, "

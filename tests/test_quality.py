@@ -54,6 +54,22 @@ def test_rows_that_differ_only_after_the_search_share_it():
     assert quality._search_key(other_search) != quality._search_key(clipped)
 
 
+def test_a_row_finds_the_row_that_ran_its_search_first(tmp_path):
+    cpu = quality.PRESETS["cpu"]
+    cache = quality.RowCache(tmp_path)
+    key = quality.row_key(cpu, "resnet20", "half_macs", "nat", 0)
+    assert quality.first_row_of_search(cache, key) is None
+    # A row of the earlier final-choice rule, with every other setting equal, ran it.
+    before_rule = {k: v for k, v in key.items() if k != "choose_version"}
+    cache.put(before_rule, {"search_seconds": 300.0})
+    assert quality.first_row_of_search(cache, key)["search_seconds"] == 300.0
+    # A row from before the fine-tuning settings existed ran it earlier still.
+    cache.put(quality._search_key(key), {"search_seconds": 280.0})
+    assert quality.first_row_of_search(cache, key)["search_seconds"] == 280.0
+    other_seed = quality.row_key(cpu, "resnet20", "half_macs", "nat", 1)
+    assert quality.first_row_of_search(cache, other_seed) is None
+
+
 def test_an_input_built_at_another_width_is_its_own_input():
     settings = quality.PRESETS["cpu"]
     full = quality.row_key(settings, "resnet20", "equal", "nat", 0)
