@@ -108,7 +108,14 @@ from absl import app, flags, logging
 from nat_keras.cells import PUBLISHED, TRANSFORMED, Genotype, build_network, fully_concat, genotype_actions
 from nat_keras.cells.genotype import loose_end_concat
 from nat_keras.policy import Policy, ReinforceConfig
-from nat_keras.search import DERIVE_VERSION, NATSearch, SearchConfig, SupernetEnvironment, derive
+from nat_keras.search import (
+    CHOOSE_VERSION,
+    DERIVE_VERSION,
+    NATSearch,
+    SearchConfig,
+    SupernetEnvironment,
+    derive,
+)
 from nat_keras.search.baselines import run_method
 from nat_keras.train import Recipe
 
@@ -229,11 +236,13 @@ class Settings:
         """What determines a cell chosen by `method` (NAT's `derive` or a baseline of `BASELINES`).
 
         The budget is in it only below equal cost, so older rows keep their
-        keys; NAT's `DERIVE_VERSION` only in NAT's.
+        keys, and with it `CHOOSE_VERSION` (whether the input fitted to the
+        budget competed); NAT's `DERIVE_VERSION` only in NAT's.
         """
         extra = {"num_candidates": self.num_candidates, "score_batches": self.score_batches}
         if self.macs_ratio != 1.0:
             extra["macs_ratio"] = self.macs_ratio
+            extra["choose_version"] = CHOOSE_VERSION
         if method == "nat" and DERIVE_VERSION != 1:
             extra["derive_version"] = DERIVE_VERSION
         if method != "nat":

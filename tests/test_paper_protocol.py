@@ -21,6 +21,7 @@ from conftest import import_benchmark
 
 import nat_keras
 from nat_keras.cells import PUBLISHED
+from nat_keras.search import CHOOSE_VERSION
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 pp = import_benchmark("paper_protocol")
@@ -41,6 +42,8 @@ def test_a_compact_budget_shares_the_search_and_keeps_its_own_choices_and_tables
     assert half.search_key("full4") == equal.search_key("full4")  # one search serves both budgets
     assert "macs_ratio" not in equal.derive_key("DARTS", "full4")  # equal-cost rows keep their keys
     assert half.derive_key("DARTS", "full4")["macs_ratio"] == 0.5
+    assert half.derive_key("DARTS", "full4")["choose_version"] == CHOOSE_VERSION
+    assert "choose_version" not in equal.derive_key("DARTS", "full4")
     assert equal.budget() == nat_keras.Budget() and half.budget() == nat_keras.Budget(macs_ratio=0.5)
     assert (equal.table_suffix(), half.table_suffix()) == ("", "-macs0.5")
     assert "large_edge" in pp.BASELINES
