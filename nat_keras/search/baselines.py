@@ -18,7 +18,8 @@ Equal evaluation budget: NAT's policy scores `evaluations_of(config)` plans
 scores its candidates on more held-out batches. Random search and the
 tuners get the same number of single-batch rewards, then the same final
 choice among their `num_candidates` best (`loop.choose`, the source included,
-fitted to a compact budget, and winning ties). LargeEdge needs no search: it scores only its candidates.
+fitted to a compact budget, and winning ties). LargeEdge needs no search: it
+scores only its candidates.
 
 Example:
   >>> result = random_search(environment, graph, evaluations=200, budget=Budget(macs_ratio=0.5))

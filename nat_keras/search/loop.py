@@ -97,8 +97,9 @@ DERIVE_VERSION = 2
 
 # What competes with the candidates in `choose` under a compact budget: 1,
 # nothing; 2, the input fitted to the budget (2026-12-07). At half the MACs
-# that plan alone scored above NAT's and random search's choices on the
-# supernet (docs/design.md section 4). Benchmarks key compact rows by it.
+# that plan alone scored above NAT's choices on the supernet, and above random
+# search's on 3 of 4 networks (docs/design.md section 4). Benchmarks key
+# compact rows by it.
 CHOOSE_VERSION = 2
 
 
