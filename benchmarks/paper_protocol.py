@@ -646,9 +646,13 @@ def train_network(settings: Settings, genotype: Genotype, seed: int) -> dict[str
     }
 
 
-# Recipe fields added after rows were cached, with the value that changes
+# Recipe fields added after rows were cached, with their defaults, which change
 # nothing: at that value a field stays out of the key, so the older rows match.
-LATER_RECIPE_FIELDS = {"grad_clip": None, "bn_calibration_examples": 0}
+LATER_RECIPE_FIELDS = {
+    field.name: field.default
+    for field in dataclasses.fields(Recipe)
+    if field.name in ("grad_clip", "bn_calibration_examples")
+}
 
 
 def recipe_key(recipe: Recipe) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from nat_keras.graph.arch_graph import ArchGraph
 from nat_keras.graph.costs import Budget, Cost
 from nat_keras.graph.encode import encode
 from nat_keras.objective import Objective, objective_of
-from nat_keras.plan import TransformPlan, fit_to_budget, plan_cost
+from nat_keras.plan import TransformPlan, plan_cost
 from nat_keras.rebuild.apply import apply_plan
 from nat_keras.report import TransformReport
 from nat_keras.supernet.batchnorm import recalibrate
@@ -184,6 +184,7 @@ def _transform_with_data(
     """The data path of `transform` (see its docstring)."""
     from nat_keras.search import NATSearch, SearchConfig, SupernetEnvironment, derive
     from nat_keras.search.baselines import run_method
+    from nat_keras.search.loop import input_plan
     from nat_keras.supernet import ModelSupernet
     from nat_keras.supernet.trainer import SupernetTrainer
 
@@ -250,7 +251,7 @@ def _transform_with_data(
     before, after = cost(graph), plan_cost(graph, plan)
     if not plan.actions:
         how += " (no plan scored above the source on held-out data, so its architecture is kept)"
-    elif not budget.allows(before, before) and plan == fit_to_budget(graph, keep, budget):
+    elif plan == input_plan(graph, budget, space=space):  # a compact budget's fitted source
         how += (
             " (no searched plan scored above the source made to fit the budget by cutting its costliest "
             "edges first, so that plan is returned)"

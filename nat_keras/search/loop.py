@@ -349,6 +349,24 @@ def derive(
     )
 
 
+def input_plan(graph: ArchGraph, budget: Budget | None = None, *, space: str = "nat++") -> TransformPlan:
+    """The input as a plan within `budget`: what competes with every method's candidates.
+
+    The keep-all plan when `budget` allows the source; under a compact budget,
+    the source fitted to it by `fit_to_budget`'s rule alone (the largest
+    saving first, ties in graph order), the plan a user gets without any
+    search (`CHOOSE_VERSION` 2).
+
+    Example:
+      >>> input_plan(graph).actions, bool(input_plan(graph, Budget(macs_ratio=0.5)).actions)
+      ({}, True)
+    """
+    source = cost(graph)
+    budget = budget or Budget()
+    keep = TransformPlan.keep_all(graph, space=space)
+    return keep if budget.allows(source, source) else fit_to_budget(graph, keep, budget)
+
+
 def choose(
     environment: Environment,
     graph: ArchGraph,
@@ -360,26 +378,20 @@ def choose(
 ) -> tuple[TransformPlan, list[tuple[TransformPlan, float]]]:
     """The best of `candidates` by `environment.score`; NAT's `derive` and the baselines end here.
 
-    With `include_input`, the input competes first and wins ties, so no
-    search returns a worse-scoring network than its input: the keep-all
-    plan when `budget` allows it; under a compact budget, the input made to
-    fit it by `fit_to_budget`'s rule alone (the largest saving first, ties in
-    graph order), the plan a user gets without any search
-    (`CHOOSE_VERSION` 2). Repeated plans are scored once.
+    With `include_input`, the input competes first and wins ties
+    (`input_plan`: under a compact budget, the source fitted to it), so no
+    search returns a worse-scoring network than its input. Repeated plans
+    are scored once.
 
     Example:
       >>> half = Budget(macs_ratio=0.5)
       >>> plan, scored = choose(env, graph, plans, budget=half)
-      >>> fitted = fit_to_budget(graph, TransformPlan.keep_all(graph), half)
-      >>> scored[0][1] >= dict(scored)[fitted]
+      >>> scored[0][1] >= dict(scored)[input_plan(graph, half)]
       True
     """
-    source = cost(graph)
-    budget = budget or Budget()
     candidates = list(candidates)
     if include_input:
-        keep = TransformPlan.keep_all(graph, space=space)
-        candidates.insert(0, keep if budget.allows(source, source) else fit_to_budget(graph, keep, budget))
+        candidates.insert(0, input_plan(graph, budget, space=space))
     unique = list(dict.fromkeys(candidates))  # sampled plans often repeat
     # A stable sort: among equal scores the earlier candidate (the input) stays first.
     scored = sorted(((p, environment.score(graph, p)) for p in unique), key=lambda pair: -pair[1])
