@@ -14,7 +14,11 @@ way, so every row had the same treatment. A row that differs from a cached
 one only in its fine-tuning reuses that row's finished search (its
 directory) and its search time.
 
-Methods: original, nat (NAT's policy in the keep / skip / none space),
+Methods: original, fitted (no search: the source fitted to a compact
+budget by `fit_to_budget`'s rule alone, `nat_keras.search.input_plan`, new
+layers freshly initialised; the plan every method's choice must beat; at
+equal cost it is the original, so it has no row there), nat (NAT's policy in
+the keep / skip / none space),
 nat++ (also cheaper ops), random (random search), large_edge (keep the edges
 with the largest weights), tuner_bayesian (keras-tuner's
 BayesianOptimization oracle). NAT and NAT++ start from the shipped default
@@ -24,7 +28,11 @@ Writes to `--run_dir`: rows.jsonl (finished rows, cached: a rerun skips them),
 rows.csv, quality.md (mean and spread over seeds of test accuracy, params,
 MACs and search time per input, budget and method), quality.csv (the same)
 and quality.png (test accuracy against MACs, one panel per input), and
-provenance.jsonl (machine, versions, command of each run).
+provenance.jsonl (machine, versions, command of each run). A run that
+overrides a setting of its preset (other than which inputs, methods, budgets
+and seeds) writes its tables beside those, named by the override:
+`--fine_tune_epochs=5` writes quality-fine_tune_epochs=5.md, .csv, .png and
+rows-quality-fine_tune_epochs=5.csv.
 
 The paper's cells (DARTS, ENAS and the others) are the subject of
 benchmarks/paper_protocol.py: retrained from scratch, NAT and the baselines
@@ -62,6 +70,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import statistics
 import sys
 import time
@@ -75,14 +84,14 @@ import keras
 from absl import app, flags, logging
 
 from nat_keras.policy import ReinforceConfig, default_policy
-from nat_keras.search import CHOOSE_VERSION, DERIVE_VERSION, SearchConfig
+from nat_keras.search import CHOOSE_VERSION, DERIVE_VERSION, SearchConfig, input_plan
 from nat_keras.supernet.model_space import BUDGET_PROB
 from nat_keras.train import INHERITED, SCRATCH, Recipe, train
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from rows import RESULTS_DIR, RowCache, save_provenance, write_csv  # a sibling module, not a package
 
-METHODS = ("original", "nat", "nat++", "random", "large_edge", "tuner_bayesian")
+METHODS = ("original", "fitted", "nat", "nat++", "random", "large_edge", "tuner_bayesian")
 BUDGETS = {"equal": nat_keras.Budget(), "half_macs": nat_keras.Budget(macs_ratio=0.5)}
 
 
@@ -365,8 +374,13 @@ def method_row(
     resumed = directory.exists()
     splits = load_data(settings, seed)
     start = time.perf_counter()
+    plan, report = None, None
     if method == "original":
-        chosen, report = source, None
+        chosen = source
+    elif method == "fitted":
+        graph = nat_keras.encode(source)
+        plan = input_plan(graph, BUDGETS[budget], space="nat")
+        chosen = nat_keras.apply_plan(source, plan, graph=graph, check_budget=BUDGETS[budget])
     else:
         space = "nat" if method == "nat" else "nat++"  # the baselines search the larger space
         config = SearchConfig(
@@ -380,7 +394,7 @@ def method_row(
             budget=BUDGETS[budget], num_candidates=settings.num_candidates, search_config=config,
             directory=directory, verbose=_VERBOSE.value,
         )  # fmt: skip
-        report = chosen.nat_report
+        plan, report = chosen.nat_report.plan, chosen.nat_report
     search_seconds = time.perf_counter() - start
     epochs = settings.fine_tune_epochs
     fine_tune = recipe(
@@ -395,12 +409,12 @@ def method_row(
         "params": cost.params,
         "macs": cost.macs,
         "macs_ratio": cost.macs / source_cost.macs,
-        "changed": 0 if report is None else len(report.plan.actions),
+        "changed": 0 if plan is None else len(plan.actions),
         "supernet_accuracy": None if report is None else report.accuracy_after,
         "evaluations": 0 if report is None else report.evaluations,
         "search_seconds": round(search_seconds, 1),
         "fine_tune_seconds": round(result.wall_time, 1),
-        "plan": None if report is None else report.plan.to_dict()["actions"],
+        "plan": None if plan is None else plan.to_dict()["actions"],
     }
     if earlier is not None and method != "original" and resumed:
         # The search resumed from an earlier row's directory: its time is that run's.
@@ -509,18 +523,44 @@ def of_settings(settings: Settings, rows: Sequence[Mapping[str, Any]]) -> list[d
     return matching
 
 
-def write_table(run_dir: pathlib.Path, cache: RowCache, settings: Settings) -> list[dict[str, Any]]:
+# Settings that pick which rows a run makes, not how a row is made.
+SELECTION = ("inputs", "methods", "budgets", "seeds")
+
+
+def table_stem(settings: Settings, preset: Settings) -> str:
+    """The tables' file name: "quality" for the preset's settings, else with what differs.
+
+    So a run with an override (say longer fine-tuning) writes its own tables
+    beside the preset's instead of over them.
+
+    Example:
+      >>> table_stem(PRESETS["cpu"].replace(fine_tune_epochs=5, seeds=(0,)), PRESETS["cpu"])
+      'quality-fine_tune_epochs=5'
+    """
+    changed = [
+        f"{f.name}={getattr(settings, f.name)}"
+        for f in dataclasses.fields(Settings)
+        if f.name not in SELECTION and getattr(settings, f.name) != getattr(preset, f.name)
+    ]
+    return re.sub(r"[^\w=.,-]", "", "-".join(["quality", *changed]))
+
+
+def write_table(
+    run_dir: pathlib.Path, cache: RowCache, settings: Settings, stem: str = "quality"
+) -> list[dict[str, Any]]:
+    """Writes `stem`.md, .csv and .png (and rows.csv) from the cached rows of `settings`."""
     rows = of_settings(settings, cache.rows())
-    write_csv(run_dir / "rows.csv", [{k: v for k, v in r.items() if k != "plan"} for r in rows])
     table = summarise(rows)
     if not table:
         print("no finished rows yet")
         return table
-    write_csv(run_dir / "quality.csv", table)
-    (run_dir / "quality.md").write_text(markdown(table))
-    plot(table, run_dir / "quality.png")
+    rows_name = "rows.csv" if stem == "quality" else f"rows-{stem}.csv"
+    write_csv(run_dir / rows_name, [{k: v for k, v in r.items() if k != "plan"} for r in rows])
+    write_csv(run_dir / f"{stem}.csv", table)
+    (run_dir / f"{stem}.md").write_text(markdown(table))
+    plot(table, run_dir / f"{stem}.png")
     print(markdown(table))
-    print(f"wrote {run_dir / 'quality.md'}, quality.csv, quality.png and rows.csv")
+    print(f"wrote {run_dir / stem}.md, .csv and .png, and {rows_name}")
     return table
 
 
@@ -540,9 +580,11 @@ def main(argv: list[str]) -> None:
             for seed in settings.seeds:
                 for budget in settings.budgets:
                     for method in settings.methods:
+                        if method == "fitted" and budget == "equal":
+                            continue  # the source itself: the original's row
                         method_row(settings, source, name, budget, method, seed, run_dir, cache)
         print(f"all rows done in {time.perf_counter() - start:.0f} s")
-    write_table(run_dir, cache, settings)
+    write_table(run_dir, cache, settings, table_stem(settings, PRESETS[_PRESET.value]))
 
 
 if __name__ == "__main__":

@@ -105,6 +105,35 @@ def test_widths_flag_is_parsed_and_checked():
         quality.parse_widths(["vgg16=quarter"])
 
 
+def test_a_run_with_an_override_writes_its_own_tables():
+    cpu = quality.PRESETS["cpu"]
+    assert quality.table_stem(cpu.replace(seeds=(0,), inputs=("vgg16",)), cpu) == "quality"
+    assert quality.table_stem(cpu.replace(fine_tune_epochs=5), cpu) == "quality-fine_tune_epochs=5"
+    assert quality.table_stem(cpu.replace(widths=()), cpu) == "quality-widths="
+
+
+@pytest.mark.skipif(
+    __import__("nat_keras").data.fashion_mnist.find_directory() is None,
+    reason="needs Fashion-MNIST's IDX files (Debian's dataset-fashion-mnist)",
+)
+def test_the_fitted_row_is_the_source_fitted_to_the_budget_with_no_search(tmp_path):
+    import nat_keras
+    from nat_keras.search import input_plan
+
+    settings = quality.PRESETS["smoke"].replace(fine_tune_epochs=1)
+    splits = quality.load_data(settings, 0)
+    source = nat_keras.models.get_model("resnet8", input_shape=splits.image_shape, num_classes=10)
+    weights = [w.copy() for w in source.get_weights()]
+    cache = quality.RowCache(tmp_path)
+    row = quality.method_row(settings, source, "resnet8", "half_macs", "fitted", 0, tmp_path, cache)
+    expected = input_plan(nat_keras.encode(source), quality.BUDGETS["half_macs"], space="nat")
+    assert row["plan"] == expected.to_dict()["actions"] and row["changed"] == len(expected.actions) > 0
+    assert row["macs_ratio"] <= 0.5 and row["evaluations"] == 0 and row["supernet_accuracy"] is None
+    assert 0.0 <= row["test_accuracy"] <= 1.0
+    assert all((a == b).all() for a, b in zip(weights, source.get_weights()))  # the source is not touched
+    assert not (tmp_path / "searches").exists()
+
+
 def test_summary_gives_mean_and_spread_and_the_original_once():
     rows = [
         _row("original", 0, 0.90),

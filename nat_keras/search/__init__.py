@@ -8,6 +8,7 @@ from nat_keras.search.loop import (
     SearchConfig,
     SearchHistory,
     derive,
+    input_plan,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "SearchHistory",
     "SupernetEnvironment",
     "derive",
+    "input_plan",
 ]
