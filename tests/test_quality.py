@@ -18,6 +18,10 @@ from nat_keras.search import CHOOSE_VERSION
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 quality = import_benchmark("quality")
+needs_fashion_mnist = pytest.mark.skipif(
+    __import__("nat_keras").data.fashion_mnist.find_directory() is None,
+    reason="needs Fashion-MNIST's IDX files (Debian's dataset-fashion-mnist)",
+)
 
 
 def _row(method, seed, accuracy, *, budget="equal", macs=100):
@@ -112,10 +116,7 @@ def test_a_run_with_an_override_writes_its_own_tables():
     assert quality.table_stem(cpu.replace(widths=()), cpu) == "quality-widths="
 
 
-@pytest.mark.skipif(
-    __import__("nat_keras").data.fashion_mnist.find_directory() is None,
-    reason="needs Fashion-MNIST's IDX files (Debian's dataset-fashion-mnist)",
-)
+@needs_fashion_mnist
 def test_the_fitted_row_is_the_source_fitted_to_the_budget_with_no_search(tmp_path):
     import nat_keras
     from nat_keras.search import input_plan
@@ -153,10 +154,7 @@ def test_summary_gives_mean_and_spread_and_the_original_once():
     assert "| resnet8 | half_macs | random | 2 | 0.8200 ± 0.0283 |" in text
 
 
-@pytest.mark.skipif(
-    __import__("nat_keras").data.fashion_mnist.find_directory() is None,
-    reason="needs Fashion-MNIST's IDX files (Debian's dataset-fashion-mnist)",
-)
+@needs_fashion_mnist
 def test_smoke_preset_writes_table_plot_and_a_rerun_trains_nothing(tmp_path):
     script = REPO / "benchmarks" / "quality.py"
     command = [sys.executable, str(script), "--preset=smoke", f"--run_dir={tmp_path}", "--verbose=0"]
