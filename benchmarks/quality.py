@@ -49,9 +49,10 @@ Presets (flags override them):
   "vgg16 x0.25") on 10,000 training images (32x32x3 Fashion-MNIST), source 3
   epochs, search 6 epochs of 30 weight + 5 policy steps (4 samples),
   fine-tuning 2 epochs, both budgets, all methods, 2 seeds: 4 inputs x (1 + 2 x
-  5) methods x 2 seeds = 88 rows of 10-17 min on one core: about 10 hours per
-  core, so it runs over several sessions (`--inputs`, `--budgets`, `--methods`
-  and `--seeds` run part of it, in the order given; finished rows stay cached
+  5 searched + 1 fitted) rows x 2 seeds = 96 rows, the searched ones 10-17 min
+  on one core, the others 1-6: about 10 hours per core, so it runs over
+  several sessions (`--inputs`, `--budgets`, `--methods` and `--seeds` run
+  part of it, in the order given; finished rows stay cached
   in git). Two fine-tuning epochs, not one: after one, the same ResNet-20,
   seed and recipe tested 0.8037 on one core and 0.8511 on two (the order of
   floating-point sums differs); after two, 0.8792 and 0.8779 (2026-12-06).
