@@ -290,6 +290,10 @@ def source_model(
     return result.model, cache.put(key, values)
 
 
+# Settings that pick which rows a run makes, not how a row is made.
+SELECTION = ("inputs", "methods", "budgets", "seeds")
+
+
 def row_key(settings: Settings, name: str, budget: str, method: str, seed: int) -> dict[str, Any]:
     """What determines one row: its input, budget, method and seed, and the settings.
 
@@ -308,7 +312,7 @@ def row_key(settings: Settings, name: str, budget: str, method: str, seed: int) 
     shared = {
         f.name: getattr(settings, f.name)
         for f in dataclasses.fields(Settings)
-        if f.name not in ("inputs", "methods", "budgets", "seeds", "seed", "widths")
+        if f.name not in (*SELECTION, "seed", "widths")  # those two enter the key under their own names
     }
     key = {
         "part": "row", **settings.input_key(name), "method": method, "seed": int(seed),
@@ -522,10 +526,6 @@ def of_settings(settings: Settings, rows: Sequence[Mapping[str, Any]]) -> list[d
         if same and row.get("width", 1.0) == settings.width(row["input"]):  # a key holds widths other than 1
             matching.append(dict(row))
     return matching
-
-
-# Settings that pick which rows a run makes, not how a row is made.
-SELECTION = ("inputs", "methods", "budgets", "seeds")
 
 
 def table_stem(settings: Settings, preset: Settings) -> str:

@@ -182,9 +182,8 @@ def _transform_with_data(
     search_config: Any, supernet_config: Any, fine_tune_epochs: int, directory: str | None, verbose: int,
 ) -> keras.Model:  # fmt: skip
     """The data path of `transform` (see its docstring)."""
-    from nat_keras.search import NATSearch, SearchConfig, SupernetEnvironment, derive
+    from nat_keras.search import NATSearch, SearchConfig, SupernetEnvironment, derive, input_plan
     from nat_keras.search.baselines import run_method
-    from nat_keras.search.loop import input_plan
     from nat_keras.supernet import ModelSupernet
     from nat_keras.supernet.trainer import SupernetTrainer
 
