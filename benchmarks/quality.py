@@ -479,7 +479,11 @@ def plot(table: Sequence[Mapping[str, Any]], path: pathlib.Path) -> pathlib.Path
     """Test accuracy (mean, spread as error bars) against MACs, one panel per input.
 
     A method keeps its colour at every budget; the marker says the budget
-    (circle: equal cost, square: half the MACs, star: the original).
+    (circle: equal cost, square: half the MACs, star: the original). Methods
+    that chose the same network have the same MACs and would hide one another,
+    so each method is drawn a little to the side of its MACs (at most 2% of
+    the source's; the table has the exact figures), and one legend serves all
+    panels.
     """
     import matplotlib
 
@@ -487,23 +491,32 @@ def plot(table: Sequence[Mapping[str, Any]], path: pathlib.Path) -> pathlib.Path
     import matplotlib.pyplot as plt
 
     inputs = sorted({r["input"] for r in table})
-    figure, axes = plt.subplots(1, len(inputs), figsize=(5 * len(inputs), 4), squeeze=False)
+    figure, axes = plt.subplots(1, len(inputs), figsize=(4.5 * len(inputs), 4), squeeze=False)
     colours = dict(zip(METHODS, plt.get_cmap("tab10").colors))
     markers = {"-": "*", "equal": "o", "half_macs": "s"}
+    offsets = {m: (i - (len(METHODS) - 1) / 2) / len(METHODS) * 0.04 for i, m in enumerate(METHODS)}
     for axis, name in zip(axes[0], inputs):
-        for r in (r for r in table if r["input"] == name):
-            label = r["method"] if r["budget"] == "-" else f"{r['method']} ({r['budget']})"
+        members = [r for r in table if r["input"] == name]
+        source_macs = max(r["macs"] / r["macs_ratio"] for r in members) / 1e6
+        for r in members:
+            x = r["macs"] / 1e6 + offsets[r["method"]] * source_macs
             axis.errorbar(
-                r["macs"] / 1e6, r["accuracy_mean"], yerr=r["accuracy_std"], label=label,
-                marker=markers.get(r["budget"], "D"), color=colours[r["method"]], linestyle="none", capsize=3,
-                markersize=11 if r["method"] == "original" else 6,
+                x, r["accuracy_mean"], yerr=r["accuracy_std"],
+                label=r["method"], marker=markers.get(r["budget"], "D"), color=colours[r["method"]],
+                linestyle="none", capsize=3, markersize=11 if r["method"] == "original" else 6,
             )  # fmt: skip
         axis.set_title(name)
         axis.set_xlabel("MACs (millions)")
         axis.set_ylabel("test accuracy")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
-    figure.tight_layout()
+    handles = {}  # one legend entry per method, with its colour (the marker varies with the budget)
+    for axis in axes[0]:
+        for handle, method in zip(*axis.get_legend_handles_labels()):
+            handles.setdefault(method, handle)
+    legend = [handles[m] for m in METHODS if m in handles]
+    figure.legend(legend, [m for m in METHODS if m in handles], loc="lower center", ncol=len(legend))
+    figure.text(0.01, 0.01, "star: original  circle: equal cost  square: 50% MACs", fontsize=8)
+    figure.tight_layout(rect=(0, 0.1, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
