@@ -56,6 +56,10 @@ Presets (flags override them):
   in git). Two fine-tuning epochs, not one: after one, the same ResNet-20,
   seed and recipe tested 0.8037 on one core and 0.8511 on two (the order of
   floating-point sums differs); after two, 0.8792 and 0.8779 (2026-12-06).
+  Memory grows with every searched row (TensorFlow keeps each supernet's
+  traced graphs; README, "Supernets, search and distribution"): a
+  MobileNetV2 run reached 16 GB, so on a 24 GB machine run it in a process
+  of its own, beside nothing larger than a cell benchmark.
 - `gpu`: every input at full width, the full 60,000 images, source 30 epochs, search 50 x (100 + 50),
   fine-tuning 10 epochs, 3 seeds; documented, not run here.
 
