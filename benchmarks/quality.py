@@ -493,11 +493,12 @@ def plot(table: Sequence[Mapping[str, Any]], path: pathlib.Path) -> pathlib.Path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     inputs = sorted({r["input"] for r in table})
     figure, axes = plt.subplots(1, len(inputs), figsize=(4.5 * len(inputs), 4), squeeze=False)
     colours = dict(zip(METHODS, plt.get_cmap("tab10").colors))
-    markers = {"-": "*", "equal": "o", "half_macs": "s"}
+    budgets = {"-": ("*", "original"), "equal": ("o", "equal cost"), "half_macs": ("s", "50% MACs")}
     offsets = {m: (i - (len(METHODS) - 1) / 2) / len(METHODS) * 0.04 for i, m in enumerate(METHODS)}
     for axis, name in zip(axes[0], inputs):
         members = [r for r in table if r["input"] == name]
@@ -505,21 +506,23 @@ def plot(table: Sequence[Mapping[str, Any]], path: pathlib.Path) -> pathlib.Path
         for r in members:
             x = r["macs"] / 1e6 + offsets[r["method"]] * source_macs
             axis.errorbar(
-                x, r["accuracy_mean"], yerr=r["accuracy_std"],
-                label=r["method"], marker=markers.get(r["budget"], "D"), color=colours[r["method"]],
-                linestyle="none", capsize=3, markersize=11 if r["method"] == "original" else 6,
+                x, r["accuracy_mean"], yerr=r["accuracy_std"], marker=budgets[r["budget"]][0],
+                color=colours[r["method"]], linestyle="none", capsize=3,
+                markersize=11 if r["method"] == "original" else 6,
             )  # fmt: skip
         axis.set_title(name)
         axis.set_xlabel("MACs (millions)")
         axis.set_ylabel("test accuracy")
         axis.grid(alpha=0.3)
-    handles = {}  # one legend entry per method, with its colour (the marker varies with the budget)
-    for axis in axes[0]:
-        for handle, method in zip(*axis.get_legend_handles_labels()):
-            handles.setdefault(method, handle)
-    legend = [handles[m] for m in METHODS if m in handles]
-    figure.legend(legend, [m for m in METHODS if m in handles], loc="lower center", ncol=len(legend))
-    figure.text(0.01, 0.01, "star: original  circle: equal cost  square: 50% MACs", fontsize=8)
+    # One legend for all panels: a colour per method (the original with its star), then a grey
+    # marker per budget.
+    methods = [m for m in METHODS if any(r["method"] == m for r in table)]
+    shapes = [budgets[b] for b in budgets if b != "-" and any(r["budget"] == b for r in table)]
+    method_markers = [budgets["-"][0] if m == "original" else "o" for m in methods]
+    handles = [Line2D([], [], color=colours[m], marker=k, ls="none") for m, k in zip(methods, method_markers)]
+    handles += [Line2D([], [], color="grey", marker=marker, ls="none") for marker, _ in shapes]
+    names = methods + [name for _, name in shapes]
+    figure.legend(handles, names, loc="lower center", ncol=len(names))
     figure.tight_layout(rect=(0, 0.1, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
