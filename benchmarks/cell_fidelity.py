@@ -7,7 +7,7 @@ ranking does not follow the accuracy the cells' networks reach when trained,
 the search is noise, whatever the policy learns.
 
 1. Search: the protocol's trained CellSupernet for the input's structure,
-   `paper_protocol.run_search` in `--run_dir/search`, so a run of
+   `cell_protocol.run_search` in `--run_dir/search`, so a run of
    benchmarks/paper_protocol.py with the same settings and run dir is reused
    (and the other way round).
 2. Architectures: the input cell (the first of `--inputs`: DARTS by default),
@@ -20,7 +20,7 @@ the search is noise, whatever the policy learns.
    policy split; never the test split). Cached with the pool, so a rerun
    builds no supernet.
 4. Standalone: each architecture's network trained from scratch with the
-   protocol's recipe (`paper_protocol.train_network`) with the first of
+   protocol's recipe (`cell_protocol.train_network`) with the first of
    `--seeds`; the input with every seed (the noise floor). Rows go in the
    protocol's own cache (`rows.jsonl` of the run dir), so the input's
    networks are the protocol's "original" rows, trained once.
@@ -58,7 +58,8 @@ from nat_keras.cells import PUBLISHED, Genotype
 from nat_keras.plan import TransformPlan
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import paper_protocol as pp  # sibling modules, not a package; defines the shared flags
+import cell_protocol as cp  # sibling modules, not a package
+import paper_protocol as pp  # defines the shared flags
 from ranking import correlations, plan_pool, top_beats_source
 from rows import RowCache, save_provenance, write_csv
 
@@ -67,7 +68,7 @@ VARIANT = "fidelity"  # the rows of the sampled architectures; the input's are "
 _CELLS = flags.DEFINE_integer("cells", None, "Architectures besides the input (default: by --preset).")
 
 
-def architecture_pool(search: pp.Search, settings: pp.Settings, source: Genotype, count: int) -> list[dict]:
+def architecture_pool(search: cp.Search, settings: cp.Settings, source: Genotype, count: int) -> list[dict]:
     """The input, then `count` architectures: plans of the input and random cells, alternating.
 
     Each entry: kind ("input", "plan" or "cell"), change probability (plans),
@@ -103,7 +104,7 @@ def architecture_pool(search: pp.Search, settings: pp.Settings, source: Genotype
 
 
 def summarise(
-    pool: Sequence[Mapping[str, Any]], rows: Mapping[tuple[int, int], float], settings: pp.Settings
+    pool: Sequence[Mapping[str, Any]], rows: Mapping[tuple[int, int], float], settings: cp.Settings
 ) -> dict:
     """Rank statistics of score against trained accuracy (seed = the first of `settings.seeds`)."""
     seed = settings.seeds[0]
@@ -142,7 +143,7 @@ def summarise(
     return summary
 
 
-def report(summary: Mapping[str, Any], name: str, settings: pp.Settings) -> str:
+def report(summary: Mapping[str, Any], name: str, settings: cp.Settings) -> str:
     """The report's Markdown."""
     lines = [
         f"Cell-space reward fidelity: {name}, {summary['trained']} architectures trained "
@@ -181,12 +182,12 @@ def report(summary: Mapping[str, Any], name: str, settings: pp.Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(settings: pp.Settings, run_dir: pathlib.Path, count: int) -> dict[str, Any]:
+def run(settings: cp.Settings, run_dir: pathlib.Path, count: int, *, verbose: int = 0) -> dict[str, Any]:
     """Builds (or resumes) the pool, trains what is missing, writes the report; returns the summary."""
     name = settings.inputs[0]
     source = PUBLISHED[name]
-    structure = pp.structure_of(source)
-    search_dir = pp.search_dir_of(settings, run_dir, structure)
+    structure = cp.structure_of(source)
+    search_dir = cp.search_dir_of(settings, run_dir, structure)
     out = run_dir / "cell_fidelity"
     pools, networks = RowCache(out), RowCache(run_dir)
     save_provenance(out)
@@ -200,7 +201,7 @@ def run(settings: pp.Settings, run_dir: pathlib.Path, count: int) -> dict[str, A
     }
     cached = pools.get(pool_key)
     if cached is None:
-        search = pp.run_search(settings, structure, search_dir)
+        search = cp.run_search(settings, structure, search_dir, verbose=verbose)
         cached = pools.put(
             pool_key,
             {
@@ -219,10 +220,10 @@ def run(settings: pp.Settings, run_dir: pathlib.Path, count: int) -> dict[str, A
     for index, seed in order:
         genotype = Genotype.from_json(pool[index]["genotype"])
         variant = "original" if index == 0 else VARIANT
-        key = pp.network_key(settings, name, variant, genotype, seed)
+        key = cp.network_key(settings, name, variant, genotype, seed)
         row = networks.get(key)
         if row is None:
-            row = networks.put(key, pp.train_network(settings, genotype, seed))
+            row = networks.put(key, cp.train_network(settings, genotype, seed, verbose=verbose))
             trained += 1
             status = "trained"
         else:
@@ -265,7 +266,7 @@ def main(argv: list[str]) -> None:
     if flags.FLAGS.dry_run:
         count = min(count, 2)
     print("settings: " + json.dumps({**dataclasses.asdict(settings), "cells": count}))
-    run(settings, pp.run_dir_from_flags(), count)
+    run(settings, pp.run_dir_from_flags(), count, verbose=flags.FLAGS.verbose)
 
 
 if __name__ == "__main__":

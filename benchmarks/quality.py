@@ -34,11 +34,19 @@ and seeds) writes its tables beside those, named by the override:
 `--fine_tune_epochs=5` writes quality-fine_tune_epochs=5.md, .csv, .png and
 rows-quality-fine_tune_epochs=5.csv.
 
-The paper's cells (DARTS, ENAS and the others) are the subject of
-benchmarks/paper_protocol.py: retrained from scratch, NAT and the baselines
-that apply to cells (random search, keras-tuner Bayesian; `--baselines`)
-against the original. Its protocol differs (a cell supernet searched on
-random cells, networks from scratch), so its rows are not in this table.
+The paper's cells (DARTS, ResBlock, VGG, MobileNetV2, ENAS: `CELLS`) are
+inputs too, under the paper's protocol (benchmarks/cell_protocol.py, whose
+app is benchmarks/paper_protocol.py and whose caches are `--cell_run_dir`):
+one cell supernet and policy per cell structure, trained on random cells, the
+choices scored on held-out training data, and the networks of the original
+and the chosen cells retrained from scratch with one recipe and the same
+seeds. NAT searches NAT's space, NAT++ its own (a search of its own), the
+baselines NAT's space with NAT's supernet and number of evaluations; there
+is no "fitted" row. A cell's budget is the cells' MACs (the stem and the
+classifier are not transformed), so "MACs vs source", the network's, is above
+50% at half the MACs. Asking for one cell also runs the cells that share its
+search (its key holds them). The cell settings are the cell protocol's preset
+of the same name, so the tables of a run with overrides (below) hold no cells.
 
 Presets (flags override them):
 
@@ -59,12 +67,18 @@ Presets (flags override them):
   Memory grows with every searched row (TensorFlow keeps each supernet's
   traced graphs; README, "Supernets, search and distribution"): a
   MobileNetV2 run reached 16 GB, so on a 24 GB machine run it in a process
-  of its own, beside nothing larger than a cell benchmark.
+  of its own, beside nothing larger than a cell benchmark. The five cells
+  (the cell protocol's cpu preset, module docstring of
+  benchmarks/paper_protocol.py): 4 searches of 10-18 min (NAT's space for
+  3 structures; NAT++'s for DARTS and ENAS so far), then 0.5-5 min per
+  network; run them in their own process too (`--inputs=DARTS,ENAS`).
 - `gpu`: every input at full width, the full 60,000 images, source 30 epochs, search 50 x (100 + 50),
-  fine-tuning 10 epochs, 3 seeds; documented, not run here.
+  fine-tuning 10 epochs, 3 seeds; the cells at the paper's scale (the cell protocol's gpu preset);
+  documented, not run here.
 
   python benchmarks/quality.py --preset=smoke --run_dir=/tmp/quality
   python benchmarks/quality.py --preset=cpu --inputs=resnet20            # -> benchmarks/results/quality
+  python benchmarks/quality.py --preset=cpu --inputs=DARTS,ENAS          # cells -> results/paper_protocol
   python benchmarks/quality.py --preset=cpu --table_only                  # the table of what is cached
 """
 
@@ -88,16 +102,23 @@ import nat_keras  # first: prepares the two Kerases (docs/design.md section 5)
 import keras
 from absl import app, flags, logging
 
+from nat_keras.cells import PUBLISHED, Genotype, genotype_actions
 from nat_keras.policy import ReinforceConfig, default_policy
 from nat_keras.search import CHOOSE_VERSION, DERIVE_VERSION, SearchConfig, input_plan
 from nat_keras.supernet.model_space import BUDGET_PROB
 from nat_keras.train import INHERITED, SCRATCH, Recipe, train
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from rows import RESULTS_DIR, RowCache, save_provenance, write_csv  # a sibling module, not a package
+import cell_protocol  # sibling modules, not a package
+from rows import RESULTS_DIR, RowCache, save_provenance, write_csv
 
 METHODS = ("original", "fitted", "nat", "nat++", "random", "large_edge", "tuner_bayesian")
 BUDGETS = {"equal": nat_keras.Budget(), "half_macs": nat_keras.Budget(macs_ratio=0.5)}
+# The paper's cells, inputs beside the networks of nat_keras.models: their rows
+# come from the cell protocol (benchmarks/cell_protocol.py), whose baselines
+# are quality's but "fitted".
+CELLS = cell_protocol.MAIN_INPUTS
+NETWORKS = ("resnet20", "resnet56", "vgg16", "mobilenet_v2")  # the networks of the cpu and gpu presets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,13 +185,13 @@ PRESETS = {
         policy_steps=1, samples=2, num_candidates=2, fine_tune_epochs=1,
     ),
     "cpu": Settings(
-        inputs=("resnet20", "resnet56", "vgg16", "mobilenet_v2"), methods=METHODS, budgets=tuple(BUDGETS),
+        inputs=(*NETWORKS, *CELLS), methods=METHODS, budgets=tuple(BUDGETS),
         seeds=(0, 1), train_examples=10_000, test_examples=0, source_epochs=3, search_epochs=6,
         weight_steps=30, policy_steps=5, samples=4, num_candidates=10, fine_tune_epochs=2,
         widths=CPU_WIDTHS,
     ),
     "gpu": Settings(
-        inputs=("resnet20", "resnet56", "vgg16", "mobilenet_v2"), methods=METHODS, budgets=tuple(BUDGETS),
+        inputs=(*NETWORKS, *CELLS), methods=METHODS, budgets=tuple(BUDGETS),
         seeds=(0, 1, 2), train_examples=0, test_examples=0, source_epochs=30, search_epochs=50,
         weight_steps=100, policy_steps=50, samples=4, num_candidates=10, fine_tune_epochs=10, recipe="gpu",
     ),
@@ -178,7 +199,12 @@ PRESETS = {
 
 _PRESET = flags.DEFINE_enum("preset", "cpu", sorted(PRESETS), "Scale of the run (module docstring).")
 _RUN_DIR = flags.DEFINE_string("run_dir", os.fspath(RESULTS_DIR / "quality"), "Cache, models, table.")
-_INPUTS = flags.DEFINE_list("inputs", None, "Input networks (names of nat_keras.models.MODELS).")
+_CELL_RUN_DIR = flags.DEFINE_string(
+    "cell_run_dir", os.fspath(RESULTS_DIR / "paper_protocol"), "The cell protocol's caches (the cells' rows)."
+)
+_INPUTS = flags.DEFINE_list(
+    "inputs", None, f"Input networks (names of nat_keras.models.MODELS) and cells (any of {list(CELLS)})."
+)
 _METHODS = flags.DEFINE_list("methods", None, f"Methods, any of {list(METHODS)}.")
 _BUDGETS = flags.DEFINE_list("budgets", None, f"Budgets, any of {list(BUDGETS)}.")
 _SEEDS = flags.DEFINE_list("seeds", None, "Seeds of the searches and fine-tuning.")
@@ -200,7 +226,7 @@ def settings_from_flags() -> Settings:
     settings = PRESETS[_PRESET.value]
     changes: dict[str, Any] = {}
     for name, flag, allowed in (
-        ("inputs", _INPUTS, tuple(nat_keras.models.MODELS)),
+        ("inputs", _INPUTS, (*nat_keras.models.MODELS, *CELLS)),
         ("methods", _METHODS, METHODS),
         ("budgets", _BUDGETS, tuple(BUDGETS)),
     ):
@@ -437,6 +463,111 @@ def method_row(
     return cache.put(key, values)
 
 
+# -- the paper's cells --------------------------------------------------------------
+
+
+def cell_settings(
+    preset: str, settings: Settings, name: str, budget: str, space: str
+) -> cell_protocol.Settings:
+    """The cell protocol's settings for `name`'s rows at `budget`, NAT in `space` ("nat" or "nat++").
+
+    The cell protocol's preset of the same name, with this run's seeds. Its
+    inputs are every cell of that preset that shares `name`'s search (their
+    cells anchor it, so they are in its key): asking for one such cell runs
+    them all. The baselines of `settings.methods` run in NAT's space only,
+    as the cell protocol's tables have them.
+
+    Example:
+      >>> cell_settings("cpu", PRESETS["cpu"], "VGG", "half_macs", "nat").inputs
+      ('ResBlock', 'VGG', 'Mobilenetv2')
+    """
+    base = cell_protocol.PRESETS[preset]
+    structure = cell_protocol.structure_of(PUBLISHED[name])
+    mates = [*cell_protocol.anchors_of(base.inputs, structure), name]
+    baselines = tuple(m for m in cell_protocol.BASELINES if m in settings.methods) if space == "nat" else ()
+    return base.replace(
+        inputs=tuple(dict.fromkeys(mates)),
+        seeds=settings.seeds,
+        space=space,
+        baselines=baselines,
+        macs_ratio=BUDGETS[budget].macs_ratio or 1.0,
+    )
+
+
+def cell_spaces(settings: Settings) -> tuple[str, ...]:
+    """The cell protocol's spaces `settings.methods` need: NAT's for the original, NAT and the baselines."""
+    spaces = ("nat",) if set(settings.methods) - {"nat++", "fitted"} else ()
+    return spaces + (("nat++",) if "nat++" in settings.methods else ())
+
+
+def cell_rows(
+    results: cell_protocol.Results, name: str, budget: str, space: str, settings: Settings
+) -> list[dict[str, Any]]:
+    """`results`' networks of cell `name` as rows of this table (input "<name> cell").
+
+    Params and MACs are the cell protocol's (cell ops included); "search
+    seconds" are the shared search's plus the method's own choice.
+
+    Example:
+      >>> results = cell_protocol.collect(cell_settings("cpu", PRESETS["cpu"], "DARTS", "equal", "nat"),
+      ...                                 RESULTS_DIR / "paper_protocol", table_only=True)
+      >>> {row["method"] for row in cell_rows(results, "DARTS", "equal", "nat", PRESETS["cpu"])}
+      {'original', 'nat', 'random', 'large_edge', 'tuner_bayesian'}
+    """
+    derived = results.derived.get(name)
+    if derived is None:
+        return []
+    costs = results.costs[name]
+    searched = results.search_seconds.get(derived["structure"], 0.0)
+    rows = []
+    for row in results.rows:
+        variant = row["variant"]
+        if row["input"] != name or row["seed"] not in settings.seeds:
+            continue
+        if space != "nat" and variant != "transformed":  # the original and baselines: NAT's space's rows
+            continue
+        if variant == "original":
+            method, choice = "original", None
+        elif variant == "transformed":
+            method, choice = ("nat" if space == "nat" else "nat++"), derived
+        else:
+            method, choice = variant, derived["baselines"][variant]
+        if method not in settings.methods:
+            continue
+        params, macs = costs[variant]
+        chosen = None if choice is None else Genotype.from_json(choice["genotype"])
+        changed = 0 if chosen is None else len(genotype_actions(PUBLISHED[name], chosen))
+        rows.append({
+            "part": "row", "input": f"{name} cell", "budget": "-" if choice is None else budget,
+            "method": method, "seed": row["seed"], "test_accuracy": row["test_accuracy"],
+            "params": params, "macs": macs, "macs_ratio": macs / costs["original"][1], "changed": changed,
+            "search_seconds": 0.0 if choice is None else round(searched + choice["derive_seconds"], 1),
+        })  # fmt: skip
+    return rows
+
+
+def run_cells(
+    preset: str, settings: Settings, names: Sequence[str], cell_run_dir: pathlib.Path, *, table_only: bool
+) -> list[dict[str, Any]]:
+    """The rows of cells `names` at every budget and method of `settings`, computed (or cached) by the
+    cell protocol in `cell_run_dir`; with `table_only`, only what is cached."""
+    rows = []
+    for name in names:
+        for budget in settings.budgets:
+            for space in cell_spaces(settings):
+                options = cell_settings(preset, settings, name, budget, space)
+                results = cell_protocol.collect(
+                    options, cell_run_dir, table_only=table_only, verbose=_VERBOSE.value
+                )
+                rows += cell_rows(results, name, budget, space, settings)
+    return rows
+
+
+def is_cell(name: str) -> bool:
+    """Whether a table's input is one of the paper's cells (they come after the networks)."""
+    return name.endswith(" cell")
+
+
 def summarise(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Mean and spread over seeds per (input, budget, method); the original appears once per input."""
     groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
@@ -461,7 +592,10 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "search_seconds": statistics.fmean(float(m["search_seconds"]) for m in members),
         })  # fmt: skip
     order = {m: i for i, m in enumerate(METHODS)}
-    return sorted(table, key=lambda r: (r["input"], r["budget"] != "-", r["budget"], order[r["method"]]))
+    return sorted(
+        table,
+        key=lambda r: (is_cell(r["input"]), r["input"], r["budget"] != "-", r["budget"], order[r["method"]]),
+    )
 
 
 def markdown(table: Sequence[Mapping[str, Any]]) -> str:
@@ -495,12 +629,16 @@ def plot(table: Sequence[Mapping[str, Any]], path: pathlib.Path) -> pathlib.Path
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    inputs = sorted({r["input"] for r in table})
-    figure, axes = plt.subplots(1, len(inputs), figsize=(4.5 * len(inputs), 4), squeeze=False)
+    inputs = sorted({r["input"] for r in table}, key=lambda name: (is_cell(name), name))
+    columns = min(len(inputs), 5)  # wraps onto more rows: nine panels in one row would be unreadable
+    lines = -(-len(inputs) // columns)
+    figure, axes = plt.subplots(lines, columns, figsize=(4.5 * columns, 4 * lines), squeeze=False)
+    for axis in axes.flat[len(inputs) :]:
+        axis.set_visible(False)
     colours = dict(zip(METHODS, plt.get_cmap("tab10").colors))
     budgets = {"-": ("*", "original"), "equal": ("o", "equal cost"), "half_macs": ("s", "50% MACs")}
     offsets = {m: (i - (len(METHODS) - 1) / 2) / len(METHODS) * 0.04 for i, m in enumerate(METHODS)}
-    for axis, name in zip(axes[0], inputs):
+    for axis, name in zip(axes.flat, inputs):
         members = [r for r in table if r["input"] == name]
         source_macs = max(r["macs"] / r["macs_ratio"] for r in members) / 1e6
         for r in members:
@@ -523,7 +661,7 @@ def plot(table: Sequence[Mapping[str, Any]], path: pathlib.Path) -> pathlib.Path
     handles += [Line2D([], [], color="grey", marker=marker, ls="none") for marker, _ in shapes]
     names = methods + [name for _, name in shapes]
     figure.legend(handles, names, loc="lower center", ncol=len(names))
-    figure.tight_layout(rect=(0, 0.1, 1, 1))
+    figure.tight_layout(rect=(0, 0.1 / lines, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
@@ -567,10 +705,15 @@ def table_stem(settings: Settings, preset: Settings) -> str:
 
 
 def write_table(
-    run_dir: pathlib.Path, cache: RowCache, settings: Settings, stem: str = "quality"
+    run_dir: pathlib.Path,
+    cache: RowCache,
+    settings: Settings,
+    stem: str = "quality",
+    cells: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict[str, Any]]:
-    """Writes `stem`.md, .csv and .png (and rows.csv) from the cached rows of `settings`."""
-    rows = of_settings(settings, cache.rows())
+    """Writes `stem`.md, .csv and .png (and rows.csv) from the cached rows of `settings` and the
+    rows of the cells (`cell_rows`)."""
+    rows = of_settings(settings, cache.rows()) + [dict(row) for row in cells]
     table = summarise(rows)
     if not table:
         print("no finished rows yet")
@@ -594,9 +737,14 @@ def main(argv: list[str]) -> None:
     cache = RowCache(run_dir)
     save_provenance(run_dir)
     print("settings: " + json.dumps(dataclasses.asdict(settings)))
+    preset = PRESETS[_PRESET.value]
+    cell_run_dir = pathlib.Path(_CELL_RUN_DIR.value)
     if not _TABLE_ONLY.value:
         start = time.perf_counter()
         for name in settings.inputs:
+            if name in CELLS:
+                run_cells(_PRESET.value, settings, [name], cell_run_dir, table_only=False)
+                continue
             source, _ = source_model(settings, name, run_dir, cache)
             for seed in settings.seeds:
                 for budget in settings.budgets:
@@ -605,7 +753,13 @@ def main(argv: list[str]) -> None:
                             continue  # the source itself: the original's row
                         method_row(settings, source, name, budget, method, seed, run_dir, cache)
         print(f"all rows done in {time.perf_counter() - start:.0f} s")
-    write_table(run_dir, cache, settings, table_stem(settings, PRESETS[_PRESET.value]))
+    stem = table_stem(settings, preset)
+    # The preset's own table holds every cached cell row of the preset (the
+    # cells' settings are the cell protocol's: this run's overrides do not
+    # apply to them, so a table of overrides has none).
+    preset_cells = [name for name in preset.inputs if name in CELLS]
+    cells = run_cells(_PRESET.value, preset, preset_cells, cell_run_dir, table_only=True)
+    write_table(run_dir, cache, settings, stem, cells if stem == "quality" else ())
 
 
 if __name__ == "__main__":

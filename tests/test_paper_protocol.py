@@ -24,7 +24,7 @@ from nat_keras.cells import PUBLISHED
 from nat_keras.search import CHOOSE_VERSION
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-pp = import_benchmark("paper_protocol")
+pp = import_benchmark("cell_protocol")  # paper_protocol.py's functions; its tests run the app
 
 FASHION_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
 
@@ -46,6 +46,7 @@ def test_a_compact_budget_shares_the_search_and_keeps_its_own_choices_and_tables
     assert "choose_version" not in equal.derive_key("DARTS", "full4")
     assert equal.budget() == nat_keras.Budget() and half.budget() == nat_keras.Budget(macs_ratio=0.5)
     assert (equal.table_suffix(), half.table_suffix()) == ("", "-macs0.5")
+    assert half.replace(space="nat++").table_suffix() == "-natpp-macs0.5"  # NAT's tables stay
     assert "large_edge" in pp.BASELINES
     # NAT's choices carry the derive rule; a baseline's key is what it was before that rule.
     nat, random = equal.derive_key("DARTS", "full4"), equal.derive_key("DARTS", "full4", "random")

@@ -14,6 +14,7 @@ import sys
 import pytest
 from conftest import import_benchmark
 
+from nat_keras.cells import PUBLISHED, Genotype
 from nat_keras.search import CHOOSE_VERSION
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -152,6 +153,60 @@ def test_summary_gives_mean_and_spread_and_the_original_once():
     assert random["macs_ratio"] == pytest.approx(0.5) and random["accuracy_mean"] == pytest.approx(0.82)
     text = quality.markdown(table)
     assert "| resnet8 | half_macs | random | 2 | 0.8200 ± 0.0283 |" in text
+
+
+def test_a_cell_uses_the_cell_protocol_s_own_search_at_each_budget_and_space():
+    cells = quality.cell_protocol
+    cpu = quality.PRESETS["cpu"]
+    half = quality.cell_settings("cpu", cpu, "VGG", "half_macs", "nat")
+    # Its search is the cell protocol's preset's (the same anchors, so the same key): reused, not redone.
+    assert half.search_key("loose_end4") == cells.PRESETS["cpu"].search_key("loose_end4")
+    assert half.inputs == ("ResBlock", "VGG", "Mobilenetv2") and half.macs_ratio == 0.5
+    assert half.baselines == cells.BASELINES and half.seeds == cpu.seeds
+    plus = quality.cell_settings("cpu", cpu, "DARTS", "equal", "nat++")
+    assert (plus.space, plus.baselines, plus.macs_ratio, plus.inputs) == ("nat++", (), 1.0, ("DARTS",))
+    assert quality.cell_spaces(cpu) == ("nat", "nat++")
+    assert quality.cell_spaces(cpu.replace(methods=("nat++",))) == ("nat++",)
+    assert quality.cell_spaces(cpu.replace(methods=("original", "fitted"))) == ("nat",)
+
+
+def test_cell_results_become_rows_of_the_table():
+    cells = quality.cell_protocol
+    source = PUBLISHED["DARTS"]
+    normal, reduce = source.cell("normal"), source.cell("reduce")
+    chosen = Genotype(normal=[("skip_connect", normal[0][0][1]), *normal[0][1:]], normal_concat=normal[1],
+                      reduce=reduce[0], reduce_concat=reduce[1])  # fmt: skip
+    network = {"input": "DARTS", "test_accuracy": 0.8}
+    results = cells.Results(
+        rows=[
+            {**network, "variant": "original", "seed": 0},
+            {**network, "variant": "transformed", "seed": 0, "test_accuracy": 0.7},
+            {**network, "variant": "random", "seed": 0, "test_accuracy": 0.75},
+            {**network, "variant": "random", "seed": 7, "test_accuracy": 0.1},  # not a seed of this run
+        ],
+        derived={"DARTS": {"structure": "full4", "genotype": chosen.to_json(), "derive_seconds": 5.0,
+                           "baselines": {"random": {"genotype": source.to_json(), "derive_seconds": 20.0}}}},
+        search_seconds={"full4": 100.0},
+        costs={"DARTS": {"original": (40, 200), "transformed": (30, 100), "random": (40, 200)}},
+        computed=0,
+    )  # fmt: skip
+    settings = quality.PRESETS["cpu"].replace(seeds=(0,))
+    rows = quality.cell_rows(results, "DARTS", "half_macs", "nat", settings)
+    by_method = {row["method"]: row for row in rows}
+    assert sorted(by_method) == ["nat", "original", "random"]
+    assert by_method["original"]["budget"] == "-" and by_method["original"]["search_seconds"] == 0.0
+    nat = by_method["nat"]
+    assert (nat["input"], nat["budget"], nat["test_accuracy"]) == ("DARTS cell", "half_macs", 0.7)
+    assert (nat["macs"], nat["macs_ratio"], nat["changed"]) == (100, 0.5, 1)
+    assert nat["search_seconds"] == 105.0 and by_method["random"]["search_seconds"] == 120.0
+    assert by_method["random"]["changed"] == 0  # it kept the input
+    # NAT++'s run: its own NAT row; the original and the baselines come from NAT's space.
+    plus = quality.cell_rows(results, "DARTS", "half_macs", "nat++", settings)
+    assert [row["method"] for row in plus] == ["nat++"]
+    only_nat = quality.cell_rows(results, "DARTS", "half_macs", "nat", settings.replace(methods=("nat",)))
+    assert [row["method"] for row in only_nat] == ["nat"]
+    table = quality.summarise([*rows, _row("original", 0, 0.9)])
+    assert [r["input"] for r in table][-1] == "DARTS cell"  # the cells after the networks
 
 
 @needs_fashion_mnist
