@@ -42,6 +42,7 @@ from nat_keras.search import (
     SearchConfig,
     SupernetEnvironment,
     derive,
+    input_plan,
 )
 from nat_keras.search.baselines import run_method
 from nat_keras.train import Recipe
@@ -61,7 +62,10 @@ VARIANTS = ("original", "transformed")
 # cell graph with the search's trained supernet. LargeEdge measures each edge's
 # op in every cell of the supernet's keep-all network (`edge_magnitudes`: a cell
 # graph's edge names its layer in each copy of the cell).
-BASELINES = ("random", "large_edge", "tuner_bayesian")
+# "fitted" is no search: the input cut down to the budget by `fit_to_budget`'s
+# rule alone (`input_plan`), what every choice competes with; at equal cost it
+# is the input itself.
+BASELINES = ("fitted", "random", "large_edge", "tuner_bayesian")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -443,9 +447,15 @@ def baseline_cell(
     `run_method` gives the supernet NAT's weight steps (already taken by the
     search, so none run) and the search the same number of rewards NAT's
     policy spent, on this input's cell graph; its best `num_candidates`
-    plans are scored like `derive`'s, the input's cell competing.
+    plans are scored like `derive`'s, the input's cell competing. "fitted"
+    searches nothing: the input fitted to the budget (`input_plan`), scored
+    once.
     """
     graph = search.supernet.graph_of(genotype)
+    if method == "fitted":
+        plan = input_plan(graph, settings.budget(), space=settings.space)
+        fitted = search.supernet.arch_to_genotype(search.supernet.arch_of(graph, plan))
+        return fitted, [float(search.environment.score(graph, plan))]
     chosen = run_method(
         method, search.environment, graph, config=settings.search_config(), space=settings.space,
         num_candidates=settings.num_candidates, directory=directory, budget=settings.budget(),

@@ -48,8 +48,9 @@ Presets (flags given on the command line override them):
   4 policy steps (1 input x 4 plans); 5-cell networks with C=8, 2 epochs of
   150 batches of 64 (Recipe.cpu schedule), the full test split; inputs DARTS,
   ResBlock, VGG, Mobilenetv2, ENAS (in that order: the most informative
-  first), seeds 0 and 1; NAT and the baselines (random search, LargeEdge,
-  keras-tuner Bayesian: `BASELINES`); anchored searches (`anchor_prob` 0.5). On one
+  first), seeds 0 and 1; NAT and the baselines (the input fitted to the budget
+  without search, random search, LargeEdge, keras-tuner Bayesian:
+  `BASELINES`); anchored searches (`anchor_prob` 0.5). On one
   core of this 2-core machine (2026-12-06): 10-18 min per search (3
   structures), 1-5 min per network (20 for NAT alone, 20 more for the
   baselines), so about 1.5 h for NAT on 2 cores and as much again for the

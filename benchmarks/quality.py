@@ -41,12 +41,13 @@ one cell supernet and policy per cell structure, trained on random cells, the
 choices scored on held-out training data, and the networks of the original
 and the chosen cells retrained from scratch with one recipe and the same
 seeds. NAT searches NAT's space, NAT++ its own (a search of its own), the
-baselines NAT's space with NAT's supernet and number of evaluations; there
-is no "fitted" row. A cell's budget is the cells' MACs (the stem and the
-classifier are not transformed), so "MACs vs source", the network's, is above
-50% at half the MACs. Asking for one cell also runs the cells that share its
-search (its key holds them). The cell settings are the cell protocol's preset
-of the same name, so the tables of a run with overrides (below) hold no cells.
+baselines NAT's space with NAT's supernet and number of evaluations, and
+"fitted" is the input cut down by the same rule as the networks'. A cell's
+budget is the cells' MACs (the stem and the classifier are not transformed),
+so "MACs vs source", the network's, is above 50% at half the MACs. Asking
+for one cell also runs the cells that share its search (its key holds them).
+The cell settings are the cell protocol's preset of the same name, so the
+tables of a run with overrides (below) hold no cells.
 
 Presets (flags override them):
 
@@ -116,7 +117,7 @@ METHODS = ("original", "fitted", "nat", "nat++", "random", "large_edge", "tuner_
 BUDGETS = {"equal": nat_keras.Budget(), "half_macs": nat_keras.Budget(macs_ratio=0.5)}
 # The paper's cells, inputs beside the networks of nat_keras.models: their rows
 # come from the cell protocol (benchmarks/cell_protocol.py), whose baselines
-# are quality's but "fitted".
+# are quality's.
 CELLS = cell_protocol.MAIN_INPUTS
 NETWORKS = ("resnet20", "resnet56", "vgg16", "mobilenet_v2")  # the networks of the cpu and gpu presets
 
@@ -495,8 +496,8 @@ def cell_settings(
 
 
 def cell_spaces(settings: Settings) -> tuple[str, ...]:
-    """The cell protocol's spaces `settings.methods` need: NAT's for the original, NAT and the baselines."""
-    spaces = ("nat",) if set(settings.methods) - {"nat++", "fitted"} else ()
+    """The cell protocol's spaces `settings.methods` need: NAT's for all but NAT++."""
+    spaces = ("nat",) if set(settings.methods) - {"nat++"} else ()
     return spaces + (("nat++",) if "nat++" in settings.methods else ())
 
 
@@ -532,8 +533,8 @@ def cell_rows(
             method, choice = ("nat" if space == "nat" else "nat++"), derived
         else:
             method, choice = variant, derived["baselines"][variant]
-        if method not in settings.methods:
-            continue
+        if method not in settings.methods or (method == "fitted" and budget == "equal"):
+            continue  # at equal cost the fitted cell is the input: the original's row
         params, macs = costs[variant]
         chosen = None if choice is None else Genotype.from_json(choice["genotype"])
         changed = 0 if chosen is None else len(genotype_actions(PUBLISHED[name], chosen))

@@ -183,17 +183,23 @@ def test_cell_results_become_rows_of_the_table():
             {**network, "variant": "transformed", "seed": 0, "test_accuracy": 0.7},
             {**network, "variant": "random", "seed": 0, "test_accuracy": 0.75},
             {**network, "variant": "random", "seed": 7, "test_accuracy": 0.1},  # not a seed of this run
+            {**network, "variant": "fitted", "seed": 0, "test_accuracy": 0.78},
         ],
         derived={"DARTS": {"structure": "full4", "genotype": chosen.to_json(), "derive_seconds": 5.0,
-                           "baselines": {"random": {"genotype": source.to_json(), "derive_seconds": 20.0}}}},
+                           "baselines": {"random": {"genotype": source.to_json(), "derive_seconds": 20.0},
+                                         "fitted": {"genotype": chosen.to_json(), "derive_seconds": 1.0}}}},
         search_seconds={"full4": 100.0},
-        costs={"DARTS": {"original": (40, 200), "transformed": (30, 100), "random": (40, 200)}},
+        costs={"DARTS": {"original": (40, 200), "transformed": (30, 100), "random": (40, 200),
+                         "fitted": (30, 100)}},
         computed=0,
     )  # fmt: skip
     settings = quality.PRESETS["cpu"].replace(seeds=(0,))
     rows = quality.cell_rows(results, "DARTS", "half_macs", "nat", settings)
     by_method = {row["method"]: row for row in rows}
-    assert sorted(by_method) == ["nat", "original", "random"]
+    assert sorted(by_method) == ["fitted", "nat", "original", "random"]
+    # At equal cost the fitted cell is the input: no row of its own (the original's).
+    equal = quality.cell_rows(results, "DARTS", "equal", "nat", settings)
+    assert "fitted" not in {row["method"] for row in equal}
     assert by_method["original"]["budget"] == "-" and by_method["original"]["search_seconds"] == 0.0
     nat = by_method["nat"]
     assert (nat["input"], nat["budget"], nat["test_accuracy"]) == ("DARTS cell", "half_macs", 0.7)
