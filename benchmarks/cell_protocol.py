@@ -562,23 +562,39 @@ def network_key(settings: Settings, name: str, variant: str, genotype: Genotype,
     }
 
 
-def reuse_original_row(
-    rows_cache: RowCache, settings: Settings, name: str, variant: str, seed: int
+def reuse_twin_row(
+    rows_cache: RowCache,
+    settings: Settings,
+    name: str,
+    variant: str,
+    genotypes: Mapping[str, Genotype],
+    seed: int,
 ) -> dict[str, Any] | None:
-    """Stores and returns the original's row as `variant`'s, for a method that kept the input.
+    """Stores and returns the cached row of another variant with `variant`'s cell, as `variant`'s.
 
     The same genotype, seed and recipe train to the same network (seen: 0.7892
-    and 0.8348 twice each), so training it again would only cost time. None
-    while the original's row is not there yet.
+    and 0.8348 twice each), so a method that kept the input, or chose the
+    cell another method chose, reuses that row instead of training it
+    again. The original is looked at first; the row says whose it was
+    ("same_as_original", or "same_as" and the variant). None while no such
+    row is cached.
+
+    Example:
+      >>> reuse_twin_row(cache, settings, "VGG", "fitted", {"large_edge": cell, "fitted": cell}, 0)["same_as"]
+      'large_edge'
     """
-    source = PUBLISHED[name]
-    original_key = network_key(settings, name, "original", source, seed)
-    original = rows_cache.get(original_key)
-    if original is None:
-        return None
-    values = {k: v for k, v in original.items() if k not in original_key}
-    key = network_key(settings, name, variant, source, seed)
-    return rows_cache.put(key, {**values, "same_as_original": True})
+    genotype = genotypes[variant]
+    for twin, chosen in genotypes.items():
+        if twin == variant or chosen != genotype:
+            continue
+        twin_key = network_key(settings, name, twin, genotype, seed)
+        trained = rows_cache.get(twin_key)
+        if trained is None:
+            continue
+        values = {k: v for k, v in trained.items() if k not in twin_key and not k.startswith("same_as")}
+        same = {"same_as_original": True} if twin == "original" else {"same_as": twin}
+        return rows_cache.put(network_key(settings, name, variant, genotype, seed), {**values, **same})
+    return None
 
 
 def network_cost(settings: Settings, genotype: Genotype) -> tuple[int, int]:
@@ -832,8 +848,8 @@ def collect(
             for variant, genotype in genotypes.items():
                 key = network_key(settings, name, variant, genotype, seed)
                 row = rows_cache.get(key)
-                if row is None and variant != "original" and genotype == source:
-                    row = reuse_original_row(rows_cache, settings, name, variant, seed)
+                if row is None and variant != "original":
+                    row = reuse_twin_row(rows_cache, settings, name, variant, genotypes, seed)
                 if row is None and table_only:
                     continue
                 if row is None:
@@ -842,6 +858,7 @@ def collect(
                     status = "trained"
                 else:
                     status = "the original's row" if row.get("same_as_original") else "cached"
+                    status = f"{row['same_as']}'s row" if row.get("same_as") else status
                 rows.append({k: v for k, v in row.items() if k not in ("genotype", "recipe")})
                 print(
                     f"{name} {variant} seed {seed}: {status}, test accuracy {row['test_accuracy']:.4f}, "

@@ -195,18 +195,26 @@ def test_gpu_preset_dry_run_on_the_cpu(tmp_path):
     assert settings["weight_steps"] == pp.DRY_RUN["weight_steps"]
 
 
-def test_a_kept_input_reuses_the_originals_row(tmp_path):
+def test_a_kept_input_or_a_cell_another_method_chose_reuses_that_row(tmp_path):
     settings = pp.PRESETS["smoke"]
     cache = pp.RowCache(tmp_path)
-    assert pp.reuse_original_row(cache, settings, "DARTS", "random", 0) is None  # no original yet
-    darts = PUBLISHED["DARTS"]
+    darts, resblock = PUBLISHED["DARTS"], PUBLISHED["ResBlock"]
+    kept = {"original": darts, "random": darts}
+    assert pp.reuse_twin_row(cache, settings, "DARTS", "random", kept, 0) is None  # no original yet
     cache.put(pp.network_key(settings, "DARTS", "original", darts, 0), {"test_accuracy": 0.81, "params": 5})
-    row = pp.reuse_original_row(cache, settings, "DARTS", "random", 0)
+    row = pp.reuse_twin_row(cache, settings, "DARTS", "random", kept, 0)
     assert (row["variant"], row["test_accuracy"], row["same_as_original"]) == ("random", 0.81, True)
     # Stored under the method's own key, so a rerun finds it as a cached row.
     again = pp.RowCache(tmp_path).get(pp.network_key(settings, "DARTS", "random", darts, 0))
     assert again == row
-    assert pp.reuse_original_row(cache, settings, "DARTS", "random", 1) is None  # other seeds stay apart
+    assert pp.reuse_twin_row(cache, settings, "DARTS", "random", kept, 1) is None  # other seeds stay apart
+    # Two methods that chose one cell (not the input's): the second reuses the first's row.
+    chosen = {"original": darts, "large_edge": resblock, "fitted": resblock, "nat": darts}
+    assert pp.reuse_twin_row(cache, settings, "DARTS", "fitted", chosen, 0) is None
+    cache.put(pp.network_key(settings, "DARTS", "large_edge", resblock, 0), {"test_accuracy": 0.7})
+    row = pp.reuse_twin_row(cache, settings, "DARTS", "fitted", chosen, 0)
+    assert (row["variant"], row["test_accuracy"], row["same_as"]) == ("fitted", 0.7, "large_edge")
+    assert "same_as_original" not in row
 
 
 def test_recipe_fields_added_later_leave_cached_keys_alone():
