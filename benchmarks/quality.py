@@ -507,7 +507,8 @@ def cell_rows(
     """`results`' networks of cell `name` as rows of this table (input "<name> cell").
 
     Params and MACs are the cell protocol's (cell ops included); "search
-    seconds" are the shared search's plus the method's own choice.
+    seconds" are the shared search's plus the method's own choice (the
+    fitted cell's: its choice alone).
 
     Example:
       >>> results = cell_protocol.collect(cell_settings("cpu", PRESETS["cpu"], "DARTS", "equal", "nat"),
@@ -536,13 +537,15 @@ def cell_rows(
         if method not in settings.methods or (method == "fitted" and budget == "equal"):
             continue  # at equal cost the fitted cell is the input: the original's row
         params, macs = costs[variant]
+        seconds = 0.0 if choice is None else choice["derive_seconds"]
+        seconds += searched if choice is not None and method != "fitted" else 0.0  # fitted: no search
         chosen = None if choice is None else Genotype.from_json(choice["genotype"])
         changed = 0 if chosen is None else len(genotype_actions(PUBLISHED[name], chosen))
         rows.append({
             "part": "row", "input": f"{name} cell", "budget": "-" if choice is None else budget,
             "method": method, "seed": row["seed"], "test_accuracy": row["test_accuracy"],
             "params": params, "macs": macs, "macs_ratio": macs / costs["original"][1], "changed": changed,
-            "search_seconds": 0.0 if choice is None else round(searched + choice["derive_seconds"], 1),
+            "search_seconds": round(seconds, 1),
         })  # fmt: skip
     return rows
 

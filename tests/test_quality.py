@@ -205,6 +205,7 @@ def test_cell_results_become_rows_of_the_table():
     assert (nat["input"], nat["budget"], nat["test_accuracy"]) == ("DARTS cell", "half_macs", 0.7)
     assert (nat["macs"], nat["macs_ratio"], nat["changed"]) == (100, 0.5, 1)
     assert nat["search_seconds"] == 105.0 and by_method["random"]["search_seconds"] == 120.0
+    assert by_method["fitted"]["search_seconds"] == 1.0  # no search, its choice alone
     assert by_method["random"]["changed"] == 0  # it kept the input
     # NAT++'s run: its own NAT row; the original and the baselines come from NAT's space.
     plus = quality.cell_rows(results, "DARTS", "half_macs", "nat++", settings)
