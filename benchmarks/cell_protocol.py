@@ -102,6 +102,10 @@ class Settings:
         the stem and classifier are not transformed). The search is the
         same for every budget (NAT's policy learns under `Budget()`, `derive`
         fits its plans to the target), so only the choices differ.
+      search_macs_ratio: the budget NAT's policy learns under
+        (`SearchConfig.budget`): 1 is `Budget()` (the paper's, and the
+        default); below 1, `Budget(macs_ratio=...)` of each cell it samples,
+        a search of its own.
     """
 
     inputs: tuple[str, ...]
@@ -130,6 +134,7 @@ class Settings:
     baselines: tuple[str, ...] = ()
     anchor_prob: float = 0.0
     macs_ratio: float = 1.0
+    search_macs_ratio: float = 1.0
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -159,6 +164,8 @@ class Settings:
         if self.anchor_prob:  # absent when 0, so searches without anchors keep their keys
             key["anchor_prob"] = self.anchor_prob
             key["anchors"] = anchors_of(self.inputs, structure)
+        if self.search_macs_ratio != 1.0:  # likewise
+            key["search_macs_ratio"] = self.search_macs_ratio
         return key
 
     def derive_key(self, name: str, structure: str, method: str = "nat") -> dict[str, Any]:
@@ -183,7 +190,7 @@ class Settings:
 
     def budget(self) -> nat_keras.Budget:
         """The budget every choice meets (`macs_ratio`)."""
-        return nat_keras.Budget() if self.macs_ratio == 1.0 else nat_keras.Budget(macs_ratio=self.macs_ratio)
+        return _budget(self.macs_ratio)
 
     def table_suffix(self) -> str:
         """The tables' file suffix: "-natpp" for the NAT++ space, "-macs0.5" below equal cost.
@@ -192,7 +199,8 @@ class Settings:
         """
         space = "" if self.space == "nat" else "-natpp"
         budget = "" if self.macs_ratio == 1.0 else f"-macs{self.macs_ratio:g}"
-        return space + budget
+        learned = "" if self.search_macs_ratio == 1.0 else f"-learned{self.search_macs_ratio:g}"
+        return space + budget + learned
 
     def search_config(self) -> SearchConfig:
         """The search's SearchConfig: NAT's alternation, and the budget the baselines match."""
@@ -207,11 +215,16 @@ class Settings:
                 entropy_weight=self.entropy_weight,
             ),
             seed=self.search_seed,
+            budget=None if self.search_macs_ratio == 1.0 else _budget(self.search_macs_ratio),
         )
 
     def training(self, seed: int) -> Recipe:
         """The one retraining recipe (docs/design.md section 8), from scratch."""
         return Recipe.preset(self.recipe, epochs=self.epochs, seed=seed, init="scratch")
+
+
+def _budget(macs_ratio: float) -> nat_keras.Budget:
+    return nat_keras.Budget() if macs_ratio == 1.0 else nat_keras.Budget(macs_ratio=macs_ratio)
 
 
 # anchor_prob 0.5: a supernet trained on random cells alone scored the hand-made

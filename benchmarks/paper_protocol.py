@@ -139,7 +139,7 @@ _INT_FIELDS = [
     "test_batches",
     "batch_size",
 ]
-_FLOAT_FIELDS = ("policy_learning_rate", "entropy_weight", "anchor_prob", "macs_ratio")
+_FLOAT_FIELDS = ("policy_learning_rate", "entropy_weight", "anchor_prob", "macs_ratio", "search_macs_ratio")
 for _field in _INT_FIELDS:
     flags.DEFINE_integer(_field, None, f"Overrides the preset's {_field} (see Settings).")
 for _field in _FLOAT_FIELDS:
