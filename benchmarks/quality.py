@@ -70,9 +70,11 @@ Presets (flags override them):
   MobileNetV2 run reached 16 GB, so on a 24 GB machine run it in a process
   of its own, beside nothing larger than a cell benchmark. The five cells
   (the cell protocol's cpu preset, module docstring of
-  benchmarks/paper_protocol.py): 4 searches of 10-18 min (NAT's space for
-  3 structures; NAT++'s for DARTS and ENAS so far), then 0.5-5 min per
-  network; run them in their own process too (`--inputs=DARTS,ENAS`).
+  benchmarks/paper_protocol.py): 6 searches of 10-18 min (one per cell
+  structure in NAT's space and one in NAT++'s), then 0.5-5 min per network
+  (about 90 networks, fewer trained: a method that chose another's cell
+  reuses its row); run them in a process of their own too
+  (`--inputs=DARTS,ENAS`).
 - `gpu`: every input at full width, the full 60,000 images, source 30 epochs, search 50 x (100 + 50),
   fine-tuning 10 epochs, 3 seeds; the cells at the paper's scale (the cell protocol's gpu preset);
   documented, not run here.
@@ -758,11 +760,12 @@ def main(argv: list[str]) -> None:
                         method_row(settings, source, name, budget, method, seed, run_dir, cache)
         print(f"all rows done in {time.perf_counter() - start:.0f} s")
     stem = table_stem(settings, preset)
-    # The preset's own table holds every cached cell row of the preset (the
-    # cells' settings are the cell protocol's: this run's overrides do not
-    # apply to them, so a table of overrides has none).
-    preset_cells = [name for name in preset.inputs if name in CELLS]
-    cells = run_cells(_PRESET.value, preset, preset_cells, cell_run_dir, table_only=True)
+    # The preset's own table holds every cached row of the preset's cells and
+    # of the cells asked for (the cells' settings are the cell protocol's:
+    # this run's overrides do not apply to them, so a table of overrides has none).
+    both = {f: tuple(dict.fromkeys((*getattr(preset, f), *getattr(settings, f)))) for f in SELECTION}
+    wanted = [name for name in both["inputs"] if name in CELLS]
+    cells = run_cells(_PRESET.value, preset.replace(**both), wanted, cell_run_dir, table_only=True)
     write_table(run_dir, cache, settings, stem, cells if stem == "quality" else ())
 
 
