@@ -32,7 +32,7 @@ from nat_keras import compat
 from nat_keras.errors import ConfigError, NatKerasError, UnsupportedModelError
 from nat_keras.graph import cost
 from nat_keras.graph.arch_graph import ArchGraph
-from nat_keras.graph.costs import Budget, Cost
+from nat_keras.graph.costs import Budget, Cost, minimum_cost
 from nat_keras.graph.encode import encode
 from nat_keras.objective import Objective, objective_of
 from nat_keras.plan import TransformPlan, plan_cost
@@ -135,6 +135,8 @@ def transform(
         )
     space = policy.space
     before = cost(graph)
+    # Before any training: a budget below what the protected layers alone cost is refused now.
+    budget.check_reachable(minimum_cost(graph, space), before, what=f"transform({model.name!r})")
     if not any(e.transformable for e in graph.edges):
         plan = TransformPlan.keep_all(graph, space=space)
         with strategy.scope():

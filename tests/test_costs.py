@@ -275,3 +275,11 @@ def test_a_budget_below_the_protected_edges_is_refused_with_the_floor():
     possible = nat_keras.Budget(macs_ratio=0.5)
     plan = fit_to_budget(graph, nat_keras.TransformPlan.keep_all(graph), possible)
     assert possible.allows(nat_keras.plan_cost(graph, plan), reference)
+    # A search over many inputs loosens an unreachable budget to the input's floor instead.
+    assert possible.within_reach(floor, reference) is possible
+    loosened = impossible.within_reach(floor, reference)
+    assert loosened.allows(floor, reference) and loosened.limits(reference).macs == floor.macs
+    plan = fit_to_budget(graph, nat_keras.TransformPlan.keep_all(graph), loosened)
+    assert loosened.allows(nat_keras.plan_cost(graph, plan), reference)
+    params_only = nat_keras.Budget(params_ratio=0.9 * floor.params / reference.params)
+    assert params_only.within_reach(floor, reference).limits(reference).params == floor.params

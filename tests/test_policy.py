@@ -13,6 +13,7 @@ import tensorflow as tf
 import nat_keras
 from nat_keras import ops
 from nat_keras.errors import ActionSpaceError
+from nat_keras.graph.costs import minimum_cost
 from nat_keras.plan import fit_to_budget, repair
 from nat_keras.policy.policy import Policy
 from nat_keras.policy.reinforce import Reinforce, ReinforceConfig
@@ -281,6 +282,19 @@ def test_baseline_updates(graph, update):
         assert first["advantage"] == pytest.approx(0.3)
         assert first["baseline"] == pytest.approx(0.1 * 0.3)
         assert second["advantage"] == pytest.approx(0.5 - 0.03)
+
+
+def test_a_search_learns_an_input_that_cannot_reach_its_budget_at_that_input_s_floor(graph):
+    """Over random cells, some cannot get down to a compact target; the search learns them at their floor."""
+    floor, reference = minimum_cost(graph, "nat"), nat_keras.cost(graph)
+    unreachable = nat_keras.Budget(macs_ratio=0.5 * floor.macs / reference.macs)
+    config = SearchConfig(epochs=1, weight_steps=0, policy_steps=2, budget=unreachable,
+                          reinforce=ReinforceConfig(num_samples=2))  # fmt: skip
+    history = NATSearch(KnownRewardEnvironment(graph, space="nat", seed=0), Policy(space="nat", seed=0),
+                        config=config).run(verbose=0)  # fmt: skip
+    assert history.evaluations == 4
+    # Every plan it learned from was as cheap as that input goes.
+    assert history.cost_ratio[0] == pytest.approx(floor.macs / reference.macs, rel=0.01)
 
 
 @pytest.mark.parametrize("space", ["nat", "nat++"])

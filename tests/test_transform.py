@@ -11,6 +11,7 @@ import tensorflow as tf
 from conftest import all_layers, nested_model, policy_off_keep, small_resnet, two_input_classifier
 
 import nat_keras
+from nat_keras.graph.costs import minimum_cost
 from nat_keras.plan import fit_to_budget
 from nat_keras.policy import Policy, ReinforceConfig, default_policy
 from nat_keras.policy.policy import DEFAULT_POLICY_DIR
@@ -86,6 +87,15 @@ def test_a_kept_source_is_returned_as_it_was(digits, monkeypatch):
     assert not new.nat_report.plan.actions and "architecture is kept" in new.nat_report.message
     images = next(iter(digits.test))[0]
     np.testing.assert_allclose(new(images, training=False), model(images, training=False), atol=1e-5)
+
+
+def test_an_unreachable_budget_is_refused_before_any_training():
+    model = nat_keras.models.resnet(depth=8)
+    graph = nat_keras.encode(model)
+    floor, reference = minimum_cost(graph, "nat++"), nat_keras.cost(graph)
+    impossible = nat_keras.Budget(macs_ratio=0.5 * floor.macs / reference.macs)
+    with pytest.raises(nat_keras.BudgetError, match=r"transform\('resnet8'\).*No plan can meet it"):
+        nat_keras.transform(model, budget=impossible, verbose=0)
 
 
 def test_the_source_fitted_to_a_compact_budget_is_named_when_it_wins(digits, monkeypatch):

@@ -142,6 +142,29 @@ class Budget:
                 "No plan can meet it: raise params_ratio / macs_ratio."
             )
 
+    def within_reach(self, floor: Cost, reference: Cost) -> Budget:
+        """This budget, or for a source that cannot meet it, one loosened to its cheapest network.
+
+        A search that learns a compact budget over many input architectures
+        (random cells) meets some that even their cheapest plan (`floor`,
+        `minimum_cost`) keeps over the target; on those it learns "as cheap
+        as it goes" instead of failing (`check_reachable` is for the one
+        model a user transforms).
+
+        Example:
+          >>> Budget(macs_ratio=0.5).within_reach(Cost(10, 70), Cost(10, 100)).limits(Cost(10, 100)).macs
+          70
+        """
+        if self.allows(floor, reference):
+            return self
+        # (x + 0.5) / total: the ratio whose floor() in `limits` gives back x.
+        params_ratio = max(self.params_ratio, (floor.params + 0.5) / max(reference.params, 1))
+        if self.macs_ratio is None:
+            macs_eps = max(self.macs_eps, (floor.macs + 0.5) / max(reference.macs, 1) - 1.0)
+            return Budget(params_ratio=params_ratio, macs_eps=macs_eps)
+        macs_ratio = max(self.macs_ratio, (floor.macs + 0.5) / max(reference.macs, 1))
+        return Budget(params_ratio=params_ratio, macs_ratio=macs_ratio)
+
     def to_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
 

@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from nat_keras.graph import cost
 from nat_keras.graph.arch_graph import ArchGraph
-from nat_keras.graph.costs import Budget, Cost
+from nat_keras.graph.costs import Budget, Cost, minimum_cost
 from nat_keras.plan import TransformPlan, fit_to_budget, plan_cost
 from nat_keras.policy.policy import Policy
 from nat_keras.policy.reinforce import Reinforce, ReinforceConfig
@@ -272,7 +272,10 @@ class NATSearch:
         for step in range(config.policy_steps):
             rng = np.random.default_rng((config.seed, epoch, step))
             graphs = self.environment.input_graphs(rng, m)
-            plans = [self.policy.sample_many(g, n, seed=rng, budget=sample_budget) for g in graphs]
+            # Each input within its reach: a random cell may not get down to a compact target.
+            space = self.policy.space
+            budgets = [sample_budget.within_reach(minimum_cost(g, space), cost(g)) for g in graphs]
+            plans = [self.policy.sample_many(g, n, seed=rng, budget=b) for g, b in zip(graphs, budgets)]
             rewards = np.stack([self.environment.rewards(g, p) for g, p in zip(graphs, plans)])
             evaluations += rewards.size
             if config.cost_penalty:
