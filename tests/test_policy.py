@@ -297,6 +297,26 @@ def test_a_search_learns_an_input_that_cannot_reach_its_budget_at_that_input_s_f
     assert history.cost_ratio[0] == pytest.approx(floor.macs / reference.macs, rel=0.01)
 
 
+def test_a_search_loosens_a_budget_its_plans_cannot_be_fitted_to(graph, monkeypatch):
+    """fit_to_budget can stall above a reachable floor (repair undoes its moves); the search goes on."""
+    asked = []
+    sample_many = Policy.sample_many
+
+    def stalling(self, graph, count, *, budget=None, **options):
+        asked.append(budget.macs_ratio)
+        if budget.macs_ratio is not None and budget.macs_ratio < 0.7:
+            raise nat_keras.BudgetError("No cheaper plan was found within the budget")
+        return sample_many(self, graph, count, budget=budget, **options)
+
+    monkeypatch.setattr(Policy, "sample_many", stalling)
+    config = SearchConfig(epochs=1, weight_steps=0, policy_steps=1, budget=nat_keras.Budget(macs_ratio=0.5),
+                          reinforce=ReinforceConfig(num_samples=2))  # fmt: skip
+    history = NATSearch(KnownRewardEnvironment(graph, space="nat", seed=0), Policy(space="nat", seed=0),
+                        config=config).run(verbose=0)  # fmt: skip
+    assert asked == [0.5, 0.75] and history.evaluations == 2
+    assert history.cost_ratio[0] <= 0.75
+
+
 @pytest.mark.parametrize("space", ["nat", "nat++"])
 def test_policy_learns_a_known_reward_better_than_random_search(graph, space):
     env = KnownRewardEnvironment(graph, space=space, seed=0)

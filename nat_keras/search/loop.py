@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from nat_keras.errors import BudgetError
 from nat_keras.graph import cost
 from nat_keras.graph.arch_graph import ArchGraph
 from nat_keras.graph.costs import Budget, Cost, minimum_cost
@@ -101,6 +102,21 @@ DERIVE_VERSION = 2
 # search's on 3 of 4 networks (docs/design.md section 4). Benchmarks key
 # compact rows by it.
 CHOOSE_VERSION = 2
+
+
+# How often `_sample_within_reach` loosens a budget an input cannot meet before it uses Budget().
+_LOOSENINGS = 4
+
+
+def _halfway_to_source(budget: Budget) -> Budget:
+    """`budget` with each ratio below 1 halfway to the source's (1)."""
+
+    def halfway(ratio: float) -> float:
+        return max(ratio, (ratio + 1.0) / 2.0)
+
+    if budget.macs_ratio is None:
+        return Budget(params_ratio=halfway(budget.params_ratio), macs_eps=budget.macs_eps)
+    return Budget(params_ratio=halfway(budget.params_ratio), macs_ratio=halfway(budget.macs_ratio))
 
 
 def budget_excess(planned: Cost, limit: Cost) -> float:
@@ -255,6 +271,27 @@ class NATSearch:
                 self._manager.save(checkpoint_number=epoch + 1)
         return history
 
+    def _sample_within_reach(
+        self, graph: ArchGraph, count: int, rng: np.random.Generator, budget: Budget
+    ) -> list[TransformPlan]:
+        """`count` plans of `graph` within `budget`, or as near to it as this input gets.
+
+        Over random cells some cannot get down to a compact target: their
+        floor (`minimum_cost`) is above it (`Budget.within_reach`), or
+        `fit_to_budget`'s moves stall above it because `repair` undoes the
+        last ones. Such an input is learned at a budget loosened towards the
+        source (halfway each time, the source's own at last) instead of
+        stopping the search. The one model `transform` searches is checked
+        up front instead (`Budget.check_reachable`).
+        """
+        budget = budget.within_reach(minimum_cost(graph, self.policy.space), cost(graph))
+        for _ in range(_LOOSENINGS):
+            try:
+                return self.policy.sample_many(graph, count, seed=rng, budget=budget)
+            except BudgetError:
+                budget = _halfway_to_source(budget)
+        return self.policy.sample_many(graph, count, seed=rng, budget=Budget())
+
     def _policy_pass(self, epoch: int, verbose: int) -> dict[str, float]:
         config = self.config
         m, n = config.reinforce.num_inputs, config.reinforce.num_samples
@@ -272,10 +309,7 @@ class NATSearch:
         for step in range(config.policy_steps):
             rng = np.random.default_rng((config.seed, epoch, step))
             graphs = self.environment.input_graphs(rng, m)
-            # Each input within its reach: a random cell may not get down to a compact target.
-            space = self.policy.space
-            budgets = [sample_budget.within_reach(minimum_cost(g, space), cost(g)) for g in graphs]
-            plans = [self.policy.sample_many(g, n, seed=rng, budget=b) for g, b in zip(graphs, budgets)]
+            plans = [self._sample_within_reach(g, n, rng, sample_budget) for g in graphs]
             rewards = np.stack([self.environment.rewards(g, p) for g, p in zip(graphs, plans)])
             evaluations += rewards.size
             if config.cost_penalty:
