@@ -72,7 +72,10 @@ cells, never on the inputs).
 Budgets: equal cost by default, as the paper; `--macs_ratio=0.5` has NAT and
 the baselines choose within half the cells' MACs from the same searches (the
 search does not depend on the budget), and writes its tables as
-`table-macs0.5.md` etc. beside the equal-cost ones.
+`table-macs0.5.md` etc. beside the equal-cost ones. `--search_macs_ratio=0.5`
+has NAT's policy learn at that budget instead (searches of their own; tables
+`table-macs0.5-learned0.5.md`), and `--space=nat++` runs NAT++ (its own
+searches; tables `table-natpp*.md`).
 
 --dry_run caps every count of a preset (`DRY_RUN`: a few steps of the
 search, the derive and the retraining) and keeps its sizes and recipe, for
