@@ -556,16 +556,23 @@ def run_cells(
     preset: str, settings: Settings, names: Sequence[str], cell_run_dir: pathlib.Path, *, table_only: bool
 ) -> list[dict[str, Any]]:
     """The rows of cells `names` at every budget and method of `settings`, computed (or cached) by the
-    cell protocol in `cell_run_dir`; with `table_only`, only what is cached."""
+    cell protocol in `cell_run_dir`; with `table_only`, only what is cached.
+
+    Cells that share a search share its settings (`cell_settings`), so the
+    protocol runs once per group, not once per cell (each run builds every
+    chosen network to count its cost).
+    """
     rows = []
-    for name in names:
-        for budget in settings.budgets:
-            for space in cell_spaces(settings):
-                options = cell_settings(preset, settings, name, budget, space)
+    for budget in settings.budgets:
+        for space in cell_spaces(settings):
+            groups: dict[cell_protocol.Settings, list[str]] = {}
+            for name in names:
+                groups.setdefault(cell_settings(preset, settings, name, budget, space), []).append(name)
+            for options, members in groups.items():
                 results = cell_protocol.collect(
                     options, cell_run_dir, table_only=table_only, verbose=_VERBOSE.value
                 )
-                rows += cell_rows(results, name, budget, space, settings)
+                rows += [row for name in members for row in cell_rows(results, name, budget, space, settings)]
     return rows
 
 

@@ -284,7 +284,8 @@ class NATSearch:
         stopping the search. The one model `transform` searches is checked
         up front instead (`Budget.check_reachable`).
         """
-        budget = budget.within_reach(minimum_cost(graph, self.policy.space), cost(graph))
+        if budget.is_compact:  # Budget() is always within reach: no floor to compute on every step
+            budget = budget.within_reach(minimum_cost(graph, self.policy.space), cost(graph))
         for _ in range(_LOOSENINGS):
             try:
                 return self.policy.sample_many(graph, count, seed=rng, budget=budget)
