@@ -106,6 +106,11 @@ class Settings:
         (`SearchConfig.budget`): 1 is `Budget()` (the paper's, and the
         default); below 1, `Budget(macs_ratio=...)` of each cell it samples,
         a search of its own.
+      supernet_macs_ratio: below 1, half of the supernet's training cells
+        are plans of the inputs within `Budget(macs_ratio=...)`
+        (`CellSupernet(budget=...)`), so the plans a compact choice meets
+        are trained, not only met when scored; 1 (the default): none. A
+        search of its own.
     """
 
     inputs: tuple[str, ...]
@@ -135,6 +140,7 @@ class Settings:
     anchor_prob: float = 0.0
     macs_ratio: float = 1.0
     search_macs_ratio: float = 1.0
+    supernet_macs_ratio: float = 1.0
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -164,8 +170,9 @@ class Settings:
         if self.anchor_prob:  # absent when 0, so searches without anchors keep their keys
             key["anchor_prob"] = self.anchor_prob
             key["anchors"] = anchors_of(self.inputs, structure)
-        if self.search_macs_ratio != 1.0:  # likewise
-            key["search_macs_ratio"] = self.search_macs_ratio
+        for ratio in ("search_macs_ratio", "supernet_macs_ratio"):  # likewise
+            if getattr(self, ratio) != 1.0:
+                key[ratio] = getattr(self, ratio)
         return key
 
     def derive_key(self, name: str, structure: str, method: str = "nat") -> dict[str, Any]:
@@ -200,7 +207,8 @@ class Settings:
         space = "" if self.space == "nat" else "-natpp"
         budget = "" if self.macs_ratio == 1.0 else f"-macs{self.macs_ratio:g}"
         learned = "" if self.search_macs_ratio == 1.0 else f"-learned{self.search_macs_ratio:g}"
-        return space + budget + learned
+        trained = "" if self.supernet_macs_ratio == 1.0 else f"-supernet{self.supernet_macs_ratio:g}"
+        return space + budget + learned + trained
 
     def search_config(self) -> SearchConfig:
         """The search's SearchConfig: NAT's alternation, and the budget the baselines match."""
@@ -380,6 +388,7 @@ def run_search(
         concat=concat,
         anchors=[PUBLISHED[name] for name in anchors_of(settings.inputs, structure)],
         anchor_prob=settings.anchor_prob,
+        budget=None if settings.supernet_macs_ratio == 1.0 else _budget(settings.supernet_macs_ratio),
     )
     trainer = SupernetTrainer(
         supernet,

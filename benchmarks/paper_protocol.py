@@ -74,7 +74,9 @@ the baselines choose within half the cells' MACs from the same searches (the
 search does not depend on the budget), and writes its tables as
 `table-macs0.5.md` etc. beside the equal-cost ones. `--search_macs_ratio=0.5`
 has NAT's policy learn at that budget instead (searches of their own; tables
-`table-macs0.5-learned0.5.md`), and `--space=nat++` runs NAT++ (its own
+`table-macs0.5-learned0.5.md`), `--supernet_macs_ratio=0.5` trains the
+supernet on plans of the inputs within that budget half the time (tables
+`...-supernet0.5.md`), and `--space=nat++` runs NAT++ (its own
 searches; tables `table-natpp*.md`).
 
 --dry_run caps every count of a preset (`DRY_RUN`: a few steps of the
@@ -142,7 +144,14 @@ _INT_FIELDS = [
     "test_batches",
     "batch_size",
 ]
-_FLOAT_FIELDS = ("policy_learning_rate", "entropy_weight", "anchor_prob", "macs_ratio", "search_macs_ratio")
+_FLOAT_FIELDS = (
+    "policy_learning_rate",
+    "entropy_weight",
+    "anchor_prob",
+    "macs_ratio",
+    "search_macs_ratio",
+    "supernet_macs_ratio",
+)
 for _field in _INT_FIELDS:
     flags.DEFINE_integer(_field, None, f"Overrides the preset's {_field} (see Settings).")
 for _field in _FLOAT_FIELDS:

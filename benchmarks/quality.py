@@ -108,7 +108,7 @@ from absl import app, flags, logging
 from nat_keras.cells import PUBLISHED, Genotype, genotype_actions
 from nat_keras.policy import ReinforceConfig, default_policy
 from nat_keras.search import CHOOSE_VERSION, DERIVE_VERSION, SearchConfig, input_plan
-from nat_keras.supernet.model_space import BUDGET_PROB
+from nat_keras.supernet.base import BUDGET_PROB
 from nat_keras.train import INHERITED, SCRATCH, Recipe, train
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))

@@ -236,6 +236,32 @@ def test_anchor_prob_zero_samples_as_the_paper_and_bad_anchors_are_refused(darts
         CellSupernet(**SMALL, anchors=[PUBLISHED["VGG"]], anchor_prob=0.5)  # a loose-end anchor, full concat
 
 
+def test_a_compact_budget_trains_plans_of_the_anchors_within_it(darts):
+    # budget_prob=1: every training arch is a plan of the anchor within half its MACs.
+    anchor = PUBLISHED["DARTS"]
+    budget = nat_keras.Budget(macs_ratio=0.5)
+    supernet = CellSupernet(**SMALL, num_nodes=4, anchors=[anchor], budget=budget, budget_prob=1.0)
+    limit = budget.limits(nat_keras.cost(supernet.graph_of(anchor)))
+    drawn = [supernet.arch_to_genotype(supernet.sample_arch((0, step))) for step in range(20)]
+    for genotype in drawn:
+        assert _is_nat_plan_of(genotype, anchor), genotype
+        assert nat_keras.cost(supernet.graph_of(genotype)).macs <= limit.macs
+    assert len({g.to_json() for g in drawn}) > 5
+    # The policy's inputs are drawn as without a budget (uniform cells here).
+    assert supernet.sample_genotype(3) == darts.sample_genotype(3)
+    # budget_prob=0, or a budget the anchors meet: the draws of the paper's trainer.
+    for unchanged in (
+        CellSupernet(**SMALL, num_nodes=4, anchors=[anchor], budget=budget, budget_prob=0.0),
+        CellSupernet(**SMALL, num_nodes=4, anchors=[anchor], budget=nat_keras.Budget()),
+    ):
+        for seed in range(5):
+            np.testing.assert_array_equal(unchanged.sample_arch(seed), darts.sample_arch(seed))
+    with pytest.raises(ValueError, match="needs anchors"):
+        CellSupernet(**SMALL, budget=budget)
+    with pytest.raises(ValueError, match="budget_prob"):
+        CellSupernet(**SMALL, anchors=[anchor], budget=budget, budget_prob=1.5)
+
+
 def test_genotypes_the_supernet_cannot_run_are_refused(darts):
     with pytest.raises(GenotypeError, match="nodes"):
         darts.genotype_to_arch(PUBLISHED["ENAS"])  # B=5

@@ -47,6 +47,15 @@ def test_a_compact_budget_shares_the_search_and_keeps_its_own_choices_and_tables
     assert equal.budget() == nat_keras.Budget() and half.budget() == nat_keras.Budget(macs_ratio=0.5)
     assert (equal.table_suffix(), half.table_suffix()) == ("", "-macs0.5")
     assert half.replace(space="nat++").table_suffix() == "-natpp-macs0.5"  # NAT's tables stay
+    # A policy learned at the target, and a supernet trained on it: searches and tables of their own.
+    learned = half.replace(search_macs_ratio=0.5)
+    trained = learned.replace(supernet_macs_ratio=0.5)
+    assert len({str(s.search_key("full4")) for s in (half, learned, trained)}) == 3
+    assert "supernet_macs_ratio" not in learned.search_key("full4")  # older searches keep their keys
+    assert (learned.table_suffix(), trained.table_suffix()) == (
+        "-macs0.5-learned0.5",
+        "-macs0.5-learned0.5-supernet0.5",
+    )
     assert "large_edge" in pp.BASELINES
     # NAT's choices carry the derive rule; a baseline's key is what it was before that rule.
     nat, random = equal.derive_key("DARTS", "full4"), equal.derive_key("DARTS", "full4", "random")

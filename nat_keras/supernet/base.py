@@ -30,6 +30,11 @@ import tensorflow as tf
 from nat_keras.objective import Objective, logits_objective, objective_of
 from nat_keras.supernet.batchnorm import BatchNormCalibration
 
+# How often a compact budget's plans train a supernet (`ModelSupernet(budget=...)`,
+# `CellSupernet(budget=...)`): half, as the anchored cell supernet's inputs
+# (docs/design.md section 6).
+BUDGET_PROB = 0.5
+
 
 class Supernet(keras.Model, abc.ABC):
     """Base class: subclasses define the edges, `call`, sampling and extraction."""

@@ -64,10 +64,11 @@ from nat_keras.cells.operations import (
     ReLUConvBN,
 )
 from nat_keras.cells.sampler import sample_genotype
-from nat_keras.errors import PlanError
+from nat_keras.errors import BudgetError, PlanError
 from nat_keras.graph.arch_graph import ArchGraph
-from nat_keras.plan import TransformPlan, resolve, sample_random_plan
-from nat_keras.supernet.base import Supernet
+from nat_keras.graph.costs import Budget, graph_cost, minimum_cost
+from nat_keras.plan import TransformPlan, resolve, sample_plan_within, sample_random_plan
+from nat_keras.supernet.base import BUDGET_PROB, Supernet
 from nat_keras.supernet.cell_arch import CONCAT_RULES, CellArchCodec
 from nat_keras.supernet.cell_extract import extract_network
 from nat_keras.supernet.cell_kernels import OpBodies
@@ -112,6 +113,16 @@ class CellSupernet(Supernet):
         instead of a uniformly random cell. 0, the paper's trainer, draws
         random cells only; see docs/design.md section 6 for why the
         paper's protocol here uses 0.5.
+      budget: the budget the plans to score will meet, relative to each
+        anchor's cost (needs `anchors`). A compact one (e.g.
+        `Budget(macs_ratio=0.5)`) makes `budget_prob` of the trainer's
+        architectures (`sample_arch`) random plans of a random anchor within
+        it (`sample_plan_within`, as random search draws them; an anchor
+        whose floor is above the target at its floor, `Budget.within_reach`),
+        since plans that far from an anchor are rarely drawn otherwise. The
+        policy's inputs (`input_graphs`) are drawn as without it. None or
+        `Budget()`: the trainer draws `sample_genotype`'s cells alone.
+      budget_prob: how often a compact budget's plans train (see `budget`).
       name: the model's name.
 
     Example:
@@ -136,6 +147,8 @@ class CellSupernet(Supernet):
         pool_bn: bool = True,
         anchors: Sequence[Genotype] = (),
         anchor_prob: float = 0.0,
+        budget: Budget | None = None,
+        budget_prob: float = BUDGET_PROB,
         name: str | None = None,
     ):
         super().__init__(name=name or "cell_supernet")
@@ -176,6 +189,19 @@ class CellSupernet(Supernet):
         self.anchors, self.anchor_prob = tuple(anchors), float(anchor_prob)
         # Their graphs, made once (GenotypeError here for an anchor of another structure).
         self._anchor_graphs = [self.graph_of(genotype) for genotype in self.anchors]
+        compact = budget is not None and budget.is_compact
+        if not 0.0 <= budget_prob <= 1.0 or (compact and not anchors):
+            raise ValueError(
+                f"CellSupernet {self.name!r}: budget_prob must be in [0, 1], and a compact budget needs "
+                f"anchors (its plans are an anchor's), got {budget_prob} with {len(anchors)} anchors."
+            )
+        self.budget = budget if compact else None
+        self.budget_prob = float(budget_prob)
+        # Each anchor's budget: the target, or the anchor's floor if that is above it.
+        self._anchor_budgets = [
+            self.budget.within_reach(minimum_cost(graph, space), graph_cost(graph)) if compact else None
+            for graph in self._anchor_graphs
+        ]
 
         # Layers are built with explicit shapes (no dummy forward pass): every
         # op of every edge exists from the start, so the optimizer and the
@@ -287,8 +313,17 @@ class CellSupernet(Supernet):
             layers = [self.node_ops(spec.index, node, g) for g in range(len(groups))]
             picked = pick_inputs(groups, states, sources)
             summands = [
-                run_slot(layers, self._bodies, self.op_list, spec.channels, picked[slot], sources[slot],
-                         ops_[slot], zeros_shape, training)
+                run_slot(
+                    layers,
+                    self._bodies,
+                    self.op_list,
+                    spec.channels,
+                    picked[slot],
+                    sources[slot],
+                    ops_[slot],
+                    zeros_shape,
+                    training,
+                )
                 for slot in range(2)
             ]
             states.append(summands[0] + summands[1])
@@ -388,12 +423,23 @@ class CellSupernet(Supernet):
         return self.anchors[index]
 
     def sample_arch(self, seed: Any = None) -> np.ndarray:
-        """The arch of `sample_genotype(seed)`, as the paper's trainer draws them.
+        """The arch of `sample_genotype(seed)`, as the paper's trainer draws them; with a
+        compact `budget`, `budget_prob` of the time a random plan of an anchor within it.
 
         Example:
           >>> np.array_equal(supernet.sample_arch((0, 5)), supernet.sample_arch((0, 5)))
           True
         """
+        if self.budget is not None:  # without one, the draws of `seed` as before
+            rng = np.random.default_rng(seed)
+            if rng.random() < self.budget_prob:
+                index = rng.integers(len(self.anchors))
+                graph = self._anchor_graphs[index]
+                try:
+                    plan = sample_plan_within(graph, rng, self._anchor_budgets[index], space=self.space)
+                    return self.arch_of(graph, plan)
+                except BudgetError:
+                    pass  # fit_to_budget stalled above the target (repair undid its moves): a usual draw
         return self.genotype_to_arch(self.sample_genotype(seed))
 
     # -- graphs and plans -----------------------------------------------------

@@ -35,12 +35,9 @@ from nat_keras.plan import TransformPlan, is_active, resolve, sample_plan_within
 from nat_keras.rebuild.apply import apply_plan
 from nat_keras.rebuild.emit import SkipPath, replacement_layer
 from nat_keras.rebuild.interpreter import EdgeEvaluator, GraphInterpreter, LayerClones
-from nat_keras.supernet.base import Supernet
+from nat_keras.supernet.base import BUDGET_PROB, Supernet
 
 _ACTION_INDEX = {action: i for i, action in enumerate(ops.ACTIONS)}
-# How often a compact budget's plans train the supernet (`ModelSupernet(budget=...)`):
-# half, as the anchored cell supernet's inputs (docs/design.md section 6).
-BUDGET_PROB = 0.5
 
 
 @dataclasses.dataclass
