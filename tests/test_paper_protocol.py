@@ -236,3 +236,35 @@ def test_recipe_fields_added_later_leave_cached_keys_alone():
     assert pp.recipe_key(nat_keras.train.Recipe.cpu()) == before
     clipped = nat_keras.train.Recipe.cpu(grad_clip=5.0, bn_calibration_examples=512)
     assert pp.recipe_key(clipped) == {**before, "grad_clip": 5.0, "bn_calibration_examples": 512}
+
+
+def test_compact_choices_relates_params_and_scores_to_retrained_accuracy():
+    choices = import_benchmark("compact_choices")
+    net = {"net_cells": 5, "train_batches": 150}
+    cells = {"a": (100, 0.70), "b": (200, 0.75), "c": (300, 0.80)}  # more params, better retrained
+    rows = [
+        {"key": {**net, "input": "VGG", "genotype": g, "seed": seed},
+         "values": {"params": p, "macs": 50, "test_accuracy": acc + 0.01 * seed}}
+        for g, (p, acc) in cells.items() for seed in (0, 1)
+    ]  # fmt: skip
+    rows.append(
+        {
+            "key": {"net_cells": 2, "train_batches": 10, "input": "VGG", "genotype": "a", "seed": 0},
+            "values": {"params": 100, "macs": 50, "test_accuracy": 0.99},
+        }
+    )  # fmt: skip  a smoke row
+    compact = {"macs_ratio": 0.5, "space": "nat", "score_batches": 16, "input": "VGG"}
+    derive_rows = [  # the supernet scores the cells against their retrained order
+        {"key": {**compact, "method": m}, "values": {"genotype": g, "scores": [s, 0.1]}}
+        for m, g, s in (("nat", "a", 0.6), ("random", "b", 0.5), ("fitted", "c", 0.4))
+    ]
+    derive_rows.append({"key": {**compact, "macs_ratio": 1.0}, "values": {"genotype": "a", "scores": [0.9]}})
+    found = choices.compact_choices(rows, derive_rows, 0.5)
+    assert found["cells"]["VGG"] == [(100, 50, 0.705, 2), (200, 50, 0.755, 2), (300, 50, 0.805, 2)]
+    assert found["capacity"]["VGG"]["rho"] == pytest.approx(1.0)
+    ((variant, name), stats), *_ = found["ranking"].items()
+    assert (variant, name) == ("policy at equal cost, supernet at equal cost", "VGG")
+    assert stats["accuracy"]["tau"] == pytest.approx(-1.0) and stats["params"]["tau"] == pytest.approx(-1.0)
+    table = choices.markdown(found, 0.5)
+    assert "| VGG | 3 | 100 (0.7050), 200 (0.7550), 300 (0.8050) | +1.00 |" in table
+    assert "| policy at equal cost, supernet at equal cost | mean over inputs | | -1.00 | -1.00 |" in table
