@@ -1,7 +1,7 @@
 """Why the cells chosen at a compact budget retrain as they do: capacity against the supernet's score.
 
 Reads what benchmarks/paper_protocol.py left in its run dir (no training, no
-search; a few seconds) and writes `compact_choices.md` there:
+search; a few seconds) and writes `compact_choices-macs<ratio>.md` there:
 
 1. Per input, every distinct cell some method chose at `--macs_ratio` (in
    any search of NAT's space), with its params, MACs and mean retrained test
@@ -15,7 +15,8 @@ search; a few seconds) and writes `compact_choices.md` there:
 
 Every chosen cell was retrained with the protocol's recipe and seeds
 (`rows.jsonl`); a choice's score is the one `derive` or the baseline gave it
-(`derive/rows.jsonl`, 16 held-out batches).
+(`derive/rows.jsonl`; the scores on `--score_batches` held-out batches,
+the cpu preset's 16).
 
   python benchmarks/compact_choices.py
   python benchmarks/compact_choices.py --macs_ratio=0.5 --run_dir=benchmarks/results/paper_protocol
@@ -44,6 +45,9 @@ _RUN_DIR = flags.DEFINE_string(
     "paper_protocol.py's run dir (relative: to the cwd).",
 )
 _MACS_RATIO = flags.DEFINE_float("macs_ratio", 0.5, "The compact budget whose choices are read.")
+_SCORE_BATCHES = flags.DEFINE_integer(
+    "score_batches", 16, "Whose scores are compared: choices scored on this many held-out batches."
+)
 
 
 def _read_jsonl(path: pathlib.Path) -> Iterable[dict[str, Any]]:
@@ -90,7 +94,10 @@ def retrained_cells(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], 
 
 
 def compact_choices(
-    rows: Iterable[Mapping[str, Any]], derive_rows: Iterable[Mapping[str, Any]], macs_ratio: float
+    rows: Iterable[Mapping[str, Any]],
+    derive_rows: Iterable[Mapping[str, Any]],
+    macs_ratio: float,
+    score_batches: int = 16,
 ) -> dict[str, Any]:
     """The two tables of the module docstring, as data.
 
@@ -117,7 +124,7 @@ def compact_choices(
         if (key["input"], genotype) not in retrained:
             continue
         chosen[key["input"]].add(genotype)
-        if key.get("score_batches") == 16:  # the protocol's score; other counts were a check of its noise
+        if key.get("score_batches") == score_batches:  # one score; other counts were checks of its noise
             scored[(search_variant(key), key["input"])][genotype] = values["scores"][0]
     cells, capacity = {}, {}
     for name, genotypes in sorted(chosen.items()):
@@ -168,9 +175,7 @@ def markdown(found: Mapping[str, Any], macs_ratio: float) -> str:
             f"| {variant} | {name} | {stats['accuracy']['n']} | {_number(taus[0])} | {_number(taus[1])} |"
         )
     for variant, taus in by_variant.items():
-        mean = [
-            float(np.nanmean(column)) if not np.all(np.isnan(column)) else np.nan for column in zip(*taus)
-        ]
+        mean = [np.nanmean(c) if np.isfinite(c).any() else np.nan for c in map(np.array, zip(*taus))]
         lines.append(f"| {variant} | mean over inputs | | {_number(mean[0])} | {_number(mean[1])} |")
     return "\n".join(lines) + "\n"
 
@@ -180,7 +185,10 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     run_dir = pathlib.Path(_RUN_DIR.value)
     found = compact_choices(
-        _read_jsonl(run_dir / "rows.jsonl"), _read_jsonl(run_dir / "derive" / "rows.jsonl"), _MACS_RATIO.value
+        _read_jsonl(run_dir / "rows.jsonl"),
+        _read_jsonl(run_dir / "derive" / "rows.jsonl"),
+        _MACS_RATIO.value,
+        _SCORE_BATCHES.value,
     )
     text = markdown(found, _MACS_RATIO.value)
     path = run_dir / f"compact_choices-macs{_MACS_RATIO.value:g}.md"
