@@ -313,17 +313,8 @@ class CellSupernet(Supernet):
             layers = [self.node_ops(spec.index, node, g) for g in range(len(groups))]
             picked = pick_inputs(groups, states, sources)
             summands = [
-                run_slot(
-                    layers,
-                    self._bodies,
-                    self.op_list,
-                    spec.channels,
-                    picked[slot],
-                    sources[slot],
-                    ops_[slot],
-                    zeros_shape,
-                    training,
-                )
+                run_slot(layers, self._bodies, self.op_list, spec.channels, picked[slot], sources[slot],
+                         ops_[slot], zeros_shape, training)
                 for slot in range(2)
             ]
             states.append(summands[0] + summands[1])
