@@ -247,12 +247,8 @@ def test_compact_choices_relates_params_and_scores_to_retrained_accuracy():
          "values": {"params": p, "macs": 50, "test_accuracy": acc + 0.01 * seed}}
         for g, (p, acc) in cells.items() for seed in (0, 1)
     ]  # fmt: skip
-    rows.append(
-        {
-            "key": {"net_cells": 2, "train_batches": 10, "input": "VGG", "genotype": "a", "seed": 0},
-            "values": {"params": 100, "macs": 50, "test_accuracy": 0.99},
-        }
-    )  # fmt: skip  a smoke row
+    smoke = {"net_cells": 2, "train_batches": 10, "input": "VGG", "genotype": "a", "seed": 0}
+    rows.append({"key": smoke, "values": {"params": 100, "macs": 50, "test_accuracy": 0.99}})  # left out
     compact = {"macs_ratio": 0.5, "space": "nat", "score_batches": 16, "input": "VGG"}
     derive_rows = [  # the supernet scores the cells against their retrained order
         {"key": {**compact, "method": m}, "values": {"genotype": g, "scores": [s, 0.1]}}
