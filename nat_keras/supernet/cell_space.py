@@ -118,8 +118,10 @@ class CellSupernet(Supernet):
         `Budget(macs_ratio=0.5)`) makes `budget_prob` of the trainer's
         architectures (`sample_arch`) random plans of a random anchor within
         it (`sample_plan_within`, as random search draws them; an anchor
-        whose floor is above the target at its floor, `Budget.within_reach`),
-        since plans that far from an anchor are rarely drawn otherwise. The
+        that cannot get down to the target is drawn at its floor,
+        `Budget.within_reach`), since plans that far from an anchor are
+        rarely drawn otherwise (docs/design.md section 6 measures what this
+        does to the choices: their scores rise, their order does not). The
         policy's inputs (`input_graphs`) are drawn as without it. None or
         `Budget()`: the trainer draws `sample_genotype`'s cells alone.
       budget_prob: how often a compact budget's plans train (see `budget`).
