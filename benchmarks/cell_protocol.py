@@ -388,7 +388,7 @@ def run_search(
         concat=concat,
         anchors=[PUBLISHED[name] for name in anchors_of(settings.inputs, structure)],
         anchor_prob=settings.anchor_prob,
-        budget=None if settings.supernet_macs_ratio == 1.0 else _budget(settings.supernet_macs_ratio),
+        budget=_budget(settings.supernet_macs_ratio),  # Budget() at 1: trains as without one
     )
     trainer = SupernetTrainer(
         supernet,

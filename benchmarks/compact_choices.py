@@ -78,6 +78,8 @@ def retrained_cells(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], 
     and training batches) count, so a smoke row never mixes in.
     """
     rows = list(rows)
+    if not rows:
+        return {}
     usual = collections.Counter((r["key"].get("net_cells"), r["key"].get("train_batches")) for r in rows)
     cells, train_batches = usual.most_common(1)[0][0]
     found: dict[tuple[str, str], dict[str, Any]] = {}

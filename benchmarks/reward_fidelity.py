@@ -206,6 +206,7 @@ def dry_run_of(values: Mapping[str, Any]) -> dict[str, Any]:
     """
     return {**values, **dry_run_counts(values, DRY_RUN)}
 
+
 # derive's default: the size of the candidate sets whose top plan we check.
 _CANDIDATES = 10
 

@@ -77,4 +77,3 @@ def test_graph_lookups_name_the_graph():
         graph.edge("nope")
     with pytest.raises(KeyError):
         graph.node("nope")
-

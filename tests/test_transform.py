@@ -32,9 +32,13 @@ def _assert_report_matches_model(new: keras.Model, source: keras.Model) -> None:
     assert plan.fingerprint == graph.fingerprint()
     expected = nat_keras.plan_cost(graph, plan)
     actual = nat_keras.cost(new)
-    assert (actual.params, actual.macs) == (expected.params, expected.macs) == (
-        new.nat_report.cost_after.params,
-        new.nat_report.cost_after.macs,
+    assert (
+        (actual.params, actual.macs)
+        == (expected.params, expected.macs)
+        == (
+            new.nat_report.cost_after.params,
+            new.nat_report.cost_after.macs,
+        )
     )
 
 
