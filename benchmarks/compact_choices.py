@@ -25,7 +25,6 @@ the cpu preset's 16).
 from __future__ import annotations
 
 import collections
-import json
 import os
 import pathlib
 import sys
@@ -36,7 +35,9 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from ranking import correlations  # sibling modules, not a package
+# sibling modules, not a package
+from chosen_cells import choices, read_jsonl, retrained_cells, search_variant
+from ranking import correlations
 from rows import RESULTS_DIR
 
 _RUN_DIR = flags.DEFINE_string(
@@ -48,51 +49,6 @@ _MACS_RATIO = flags.DEFINE_float("macs_ratio", 0.5, "The compact budget whose ch
 _SCORE_BATCHES = flags.DEFINE_integer(
     "score_batches", 16, "Whose scores are compared: choices scored on this many held-out batches."
 )
-
-
-def _read_jsonl(path: pathlib.Path) -> Iterable[dict[str, Any]]:
-    with open(path) as file:
-        for line in file:
-            if line.strip():
-                yield json.loads(line)
-
-
-def search_variant(key: Mapping[str, Any]) -> str:
-    """How a choice's search was run: where its policy learned and its supernet trained.
-
-    Example:
-      >>> search_variant({"search_macs_ratio": 0.5})
-      'policy at 0.5, supernet at equal cost'
-    """
-    policy = key.get("search_macs_ratio")
-    supernet = key.get("supernet_macs_ratio")
-    return (f"policy at {policy:g}" if policy else "policy at equal cost") + (
-        f", supernet at {supernet:g}" if supernet else ", supernet at equal cost"
-    )
-
-
-def retrained_cells(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """{(input, genotype JSON): params, MACs, test accuracies over seeds} of every retrained network.
-
-    Only the rows of the run dir's usual network (its most common cell count
-    and training batches) count, so a smoke row never mixes in.
-    """
-    rows = list(rows)
-    if not rows:
-        return {}
-    usual = collections.Counter((r["key"].get("net_cells"), r["key"].get("train_batches")) for r in rows)
-    cells, train_batches = usual.most_common(1)[0][0]
-    found: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in rows:
-        key, values = row["key"], row["values"]
-        if (key.get("net_cells"), key.get("train_batches")) != (cells, train_batches):
-            continue
-        cell = found.setdefault(
-            (key["input"], key["genotype"]),
-            {"params": values["params"], "macs": values["macs"], "accuracy": []},
-        )
-        cell["accuracy"].append(values["test_accuracy"])
-    return found
 
 
 def compact_choices(
@@ -118,16 +74,10 @@ def compact_choices(
     retrained = retrained_cells(rows)
     chosen: dict[str, set[str]] = collections.defaultdict(set)
     scored: dict[tuple[str, str], dict[str, float]] = collections.defaultdict(dict)
-    for row in derive_rows:
-        key, values = row["key"], row["values"]
-        if key.get("macs_ratio") != macs_ratio or key.get("space") != "nat":
-            continue
-        genotype = values["genotype"]
-        if (key["input"], genotype) not in retrained:
-            continue
+    for key, genotype, score in choices(derive_rows, retrained, macs_ratio):
         chosen[key["input"]].add(genotype)
         if key.get("score_batches") == score_batches:  # one score; other counts were checks of its noise
-            scored[(search_variant(key), key["input"])][genotype] = values["scores"][0]
+            scored[(search_variant(key), key["input"])][genotype] = score
     cells, capacity = {}, {}
     for name, genotypes in sorted(chosen.items()):
         found = [retrained[(name, g)] for g in sorted(genotypes)]
@@ -187,8 +137,8 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     run_dir = pathlib.Path(_RUN_DIR.value)
     found = compact_choices(
-        _read_jsonl(run_dir / "rows.jsonl"),
-        _read_jsonl(run_dir / "derive" / "rows.jsonl"),
+        read_jsonl(run_dir / "rows.jsonl"),
+        read_jsonl(run_dir / "derive" / "rows.jsonl"),
         _MACS_RATIO.value,
         _SCORE_BATCHES.value,
     )

@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 import pytest
+from absl import app
 from conftest import import_benchmark
 
 import nat_keras
@@ -264,3 +265,45 @@ def test_compact_choices_relates_params_and_scores_to_retrained_accuracy():
     table = choices.markdown(found, 0.5)
     assert "| VGG | 3 | 100 (0.7050), 200 (0.7550), 300 (0.8050) | +1.00 |" in table
     assert "| policy at equal cost, supernet at equal cost | mean over inputs | | -1.00 | -1.00 |" in table
+
+
+def test_chosen_cells_lists_each_retrained_choice_at_the_budget_once():
+    readers = import_benchmark("chosen_cells")
+    net = {"net_cells": 5, "train_batches": 150, "input": "VGG"}
+    rows = [
+        {"key": {**net, "genotype": g, "seed": 0}, "values": {"params": p, "macs": 50, "test_accuracy": 0.7}}
+        for g, p in (("a", 100), ("b", 200))
+    ]
+    compact = {"macs_ratio": 0.5, "space": "nat", "input": "VGG"}
+    derive_rows = [
+        {"key": {**compact, "method": "nat"}, "values": {"genotype": "a", "scores": [0.6]}},
+        {"key": {**compact, "method": "random"}, "values": {"genotype": "a", "scores": [0.6]}},  # same cell
+        {"key": {**compact, "space": "nat++"}, "values": {"genotype": "b", "scores": [0.5]}},  # other space
+        {"key": compact, "values": {"genotype": "never retrained", "scores": [0.9]}},
+    ]
+    cells = readers.chosen_cells(rows, derive_rows, 0.5)
+    assert [genotype for genotype, _ in cells["VGG"]] == ["a"]
+    assert cells["VGG"][0][1] == {"params": 100, "macs": 50, "accuracy": [0.7]}
+    assert readers.chosen_cells(rows, derive_rows, 0.75) == {}
+
+
+def test_longer_supernet_reports_rank_agreement_and_the_top_scored_cell_per_length():
+    longer = import_benchmark("longer_supernet")
+    accuracy, params = [0.70, 0.75, 0.80], [100, 200, 300]
+    found = longer.summarise({"x1": [0.3, 0.2, 0.1], "x4": [0.1, 0.2, 0.3]}, accuracy, params)
+    assert found["x1"]["accuracy"]["tau"] == pytest.approx(-1.0) and found["x1"]["top_accuracy"] == 0.70
+    assert found["x4"]["params"]["tau"] == pytest.approx(1.0) and found["x4"]["top_accuracy"] == 0.80
+    assert found["x4"]["mean_accuracy"] == pytest.approx(0.75) and found["x4"]["best_accuracy"] == 0.80
+    table = longer.markdown({"VGG": found}, 0.5, {"x1": [60.0], "x4": [240.0]})
+    assert "| VGG | x4 | 3 | +1.00 | +1.00 | 0.8000 | 0.8000 | 0.7500 |" in table
+    assert "| x1 | 60 | -1.00 | -1.00 | -5.00 |" in table
+
+
+def test_longer_supernet_says_which_inputs_lack_retrained_choices(tmp_path):
+    longer = import_benchmark("longer_supernet")
+    (tmp_path / "derive").mkdir()
+    (tmp_path / "rows.jsonl").write_text("")
+    (tmp_path / "derive" / "rows.jsonl").write_text("")
+    settings = pp.PRESETS["smoke"].replace(inputs=("DARTS",), macs_ratio=0.5)
+    with pytest.raises(app.UsageError, match=r"macs_ratio=0.5 for \['DARTS'\].*paper_protocol.py"):
+        longer.run(settings, tmp_path, [1, 4])
