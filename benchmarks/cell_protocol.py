@@ -199,16 +199,21 @@ class Settings:
         """The budget every choice meets (`macs_ratio`)."""
         return _budget(self.macs_ratio)
 
-    def table_suffix(self) -> str:
+    def table_suffix(self, preset: Settings | None = None) -> str:
         """The tables' file suffix: "-natpp" for the NAT++ space, "-macs0.5" below equal cost.
 
-        Each space and budget gets its own files, so a NAT++ run leaves NAT's tables alone.
+        Each space and budget gets its own files, so a NAT++ run leaves NAT's
+        tables alone; likewise a search longer or shorter than `preset`'s
+        ("-search48": its epochs), when a preset is given.
         """
         space = "" if self.space == "nat" else "-natpp"
         budget = "" if self.macs_ratio == 1.0 else f"-macs{self.macs_ratio:g}"
         learned = "" if self.search_macs_ratio == 1.0 else f"-learned{self.search_macs_ratio:g}"
         trained = "" if self.supernet_macs_ratio == 1.0 else f"-supernet{self.supernet_macs_ratio:g}"
-        return space + budget + learned + trained
+        length = ""
+        if preset is not None and self.search_epochs != preset.search_epochs:
+            length = f"-search{self.search_epochs}"
+        return space + budget + learned + trained + length
 
     def search_config(self) -> SearchConfig:
         """The search's SearchConfig: NAT's alternation, and the budget the baselines match."""
@@ -903,10 +908,12 @@ def run(
     *,
     table_only: bool = False,
     verbose: int = 0,
+    preset: Settings | None = None,
 ) -> list[dict[str, Any]]:
     """Runs (or resumes) the whole protocol in `run_dir` (`collect`), writes its tables; returns their lines.
 
     With `table_only`, nothing is computed: the table holds what is cached.
+    `preset`: the settings flags overrode, naming the tables (`table_suffix`).
     """
     run_dir = pathlib.Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -924,7 +931,7 @@ def run(
         "sample std over seeds [min-max]; delta = transformed - original per seed. Params and MACs per "
         "example (nat_keras.cost, cell ops included).\n\n" + table + "\n"
     )
-    suffix = settings.table_suffix()
+    suffix = settings.table_suffix(preset)
     if settings.baselines:
         baseline_lines = summarise_methods(rows, derived, settings, costs)
         print(markdown(baseline_lines, METHOD_COLUMNS))

@@ -76,8 +76,10 @@ search does not depend on the budget), and writes its tables as
 has NAT's policy learn at that budget instead (searches of their own; tables
 `table-macs0.5-learned0.5.md`), `--supernet_macs_ratio=0.5` trains the
 supernet on plans of the inputs within that budget half the time (tables
-`...-supernet0.5.md`), and `--space=nat++` runs NAT++ (its own
-searches; tables `table-natpp*.md`).
+`...-supernet0.5.md`), `--search_epochs=48` searches four times as long as
+the cpu preset (tables `...-search48.md`; benchmarks/longer_supernet.py
+measures what that does to the scores), and `--space=nat++` runs NAT++ (its
+own searches; tables `table-natpp*.md`).
 
 --dry_run caps every count of a preset (`DRY_RUN`: a few steps of the
 search, the derive and the retraining) and keeps its sizes and recipe, for
@@ -217,6 +219,7 @@ def main(argv: list[str]) -> None:
         run_dir_from_flags(),
         table_only=_TABLE_ONLY.value,
         verbose=_VERBOSE.value,
+        preset=dry_run_of(PRESETS[_PRESET.value]) if _DRY_RUN.value else PRESETS[_PRESET.value],
     )
 
 

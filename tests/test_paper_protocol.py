@@ -57,6 +57,10 @@ def test_a_compact_budget_shares_the_search_and_keeps_its_own_choices_and_tables
         "-macs0.5-learned0.5",
         "-macs0.5-learned0.5-supernet0.5",
     )
+    # A longer search: a search of its own, and tables named after it next to the preset's.
+    longer = half.replace(search_epochs=4 * half.search_epochs)
+    assert longer.search_key("full4") != half.search_key("full4")
+    assert (half.table_suffix(half), longer.table_suffix(half)) == ("-macs0.5", "-macs0.5-search48")
     assert "large_edge" in pp.BASELINES
     # NAT's choices carry the derive rule; a baseline's key is what it was before that rule.
     nat, random = equal.derive_key("DARTS", "full4"), equal.derive_key("DARTS", "full4", "random")
