@@ -24,16 +24,19 @@ def read_jsonl(path: pathlib.Path) -> Iterable[dict[str, Any]]:
 
 
 def search_variant(key: Mapping[str, Any]) -> str:
-    """How a choice's search was run: where its policy learned and its supernet trained.
+    """How a choice's search was run: where its policy learned and its supernet trained, and how long.
 
     Example:
-      >>> search_variant({"search_macs_ratio": 0.5})
-      'policy at 0.5, supernet at equal cost'
+      >>> search_variant({"search_macs_ratio": 0.5, "search_epochs": 12})
+      'policy at 0.5, supernet at equal cost, 12 epochs'
     """
     policy = key.get("search_macs_ratio")
     supernet = key.get("supernet_macs_ratio")
-    return (f"policy at {policy:g}" if policy else "policy at equal cost") + (
-        f", supernet at {supernet:g}" if supernet else ", supernet at equal cost"
+    epochs = key.get("search_epochs")
+    return (
+        (f"policy at {policy:g}" if policy else "policy at equal cost")
+        + (f", supernet at {supernet:g}" if supernet else ", supernet at equal cost")
+        + (f", {epochs} epochs" if epochs else "")
     )
 
 

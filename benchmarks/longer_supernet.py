@@ -1,6 +1,6 @@
 """Would a longer-trained supernet rank the cells chosen at a compact budget by their retrained accuracy?
 
-At half the cells' MACs the paper's protocol retrained 6-9 distinct cells
+At half the cells' MACs the paper's protocol retrained 7-11 distinct cells
 per input (every method's choice), and their accuracy follows the params
 they keep while the supernet's score of them does not
 (benchmarks/compact_choices.py; docs/design.md section 6). The cpu preset's
