@@ -37,7 +37,7 @@ from absl import app, flags
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 # sibling modules, not a package
 from chosen_cells import choices, read_jsonl, retrained_cells, search_variant
-from ranking import correlations
+from ranking import correlations, signed
 from rows import RESULTS_DIR
 
 _RUN_DIR = flags.DEFINE_string(
@@ -98,10 +98,6 @@ def compact_choices(
     return {"cells": cells, "capacity": capacity, "ranking": ranking}
 
 
-def _number(value: float) -> str:
-    return "-" if np.isnan(value) else f"{value:+.2f}"
-
-
 def markdown(found: Mapping[str, Any], macs_ratio: float) -> str:
     """`compact_choices`' result as the two Markdown tables of the module docstring."""
     lines = [
@@ -113,7 +109,7 @@ def markdown(found: Mapping[str, Any], macs_ratio: float) -> str:
     ]
     for name, cells in found["cells"].items():
         listed = ", ".join(f"{params:,} ({accuracy:.4f})" for params, _, accuracy, _ in cells)
-        lines.append(f"| {name} | {len(cells)} | {listed} | {_number(found['capacity'][name]['rho'])} |")
+        lines.append(f"| {name} | {len(cells)} | {listed} | {signed(found['capacity'][name]['rho'])} |")
     lines += [
         "",
         "| search | input | choices | tau(score, accuracy) | tau(score, params) |",
@@ -124,11 +120,11 @@ def markdown(found: Mapping[str, Any], macs_ratio: float) -> str:
         taus = stats["accuracy"]["tau"], stats["params"]["tau"]
         by_variant[variant].append(taus)
         lines.append(
-            f"| {variant} | {name} | {stats['accuracy']['n']} | {_number(taus[0])} | {_number(taus[1])} |"
+            f"| {variant} | {name} | {stats['accuracy']['n']} | {signed(taus[0])} | {signed(taus[1])} |"
         )
     for variant, taus in by_variant.items():
         mean = [np.nanmean(c) if np.isfinite(c).any() else np.nan for c in map(np.array, zip(*taus))]
-        lines.append(f"| {variant} | mean over inputs | | {_number(mean[0])} | {_number(mean[1])} |")
+        lines.append(f"| {variant} | mean over inputs | | {signed(mean[0])} | {signed(mean[1])} |")
     return "\n".join(lines) + "\n"
 
 

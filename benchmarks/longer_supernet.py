@@ -37,6 +37,7 @@ MobileNetV2: loose_end4); run one structure per core:
 from __future__ import annotations
 
 import collections
+import dataclasses
 import gc
 import json
 import pathlib
@@ -56,7 +57,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import cell_protocol as cp  # sibling modules, not a package
 import paper_protocol as pp  # defines the shared flags
 from chosen_cells import chosen_cells, read_jsonl
-from ranking import correlations
+from ranking import correlations, signed
 from rows import RowCache, save_provenance
 
 _FACTORS = flags.DEFINE_list(
@@ -106,10 +107,6 @@ def summarise(
     return found
 
 
-def _number(value: float) -> str:
-    return "-" if np.isnan(value) else f"{value:+.2f}"
-
-
 def markdown(
     found: Mapping[str, Mapping[str, Mapping[str, Any]]],
     macs_ratio: float,
@@ -132,7 +129,7 @@ def markdown(
             means[label].append([*taus, gap])
             accuracies = (stats[k] for k in ("top_accuracy", "best_accuracy", "mean_accuracy"))
             lines.append(
-                f"| {name} | {label} | {stats['accuracy']['n']} | {_number(taus[0])} | {_number(taus[1])} | "
+                f"| {name} | {label} | {stats['accuracy']['n']} | {signed(taus[0])} | {signed(taus[1])} | "
                 + " | ".join(f"{a:.4f}" for a in accuracies)
                 + " |"
             )
@@ -145,9 +142,7 @@ def markdown(
     for label, values in means.items():
         mean = np.nanmean(np.array(values, dtype=float), axis=0)
         spent = ", ".join(f"{s:.0f}" for s in seconds.get(label, []))
-        lines.append(
-            f"| {label} | {spent} | {_number(mean[0])} | {_number(mean[1])} | {100 * mean[2]:+.2f} |"
-        )
+        lines.append(f"| {label} | {spent} | {signed(mean[0])} | {signed(mean[1])} | {100 * mean[2]:+.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -221,7 +216,7 @@ def main(argv: list[str]) -> None:
     if not factors or min(factors) < 1:
         raise app.UsageError(f"--factors: positive integers, got {_FACTORS.value}.")
     settings = pp.settings_from_flags()
-    print("settings: " + json.dumps({**dict(vars(settings)), "factors": factors}, default=list))
+    print("settings: " + json.dumps({**dataclasses.asdict(settings), "factors": factors}))
     run(settings, pp.run_dir_from_flags(), factors, verbose=flags.FLAGS.verbose)
 
 

@@ -63,6 +63,16 @@ def correlations(scores: Sequence[float], accuracies: Sequence[float]) -> dict[s
     }
 
 
+def signed(value: float) -> str:
+    """A correlation for a table: sign and two decimals, "-" where it is undefined (NaN).
+
+    Example:
+      >>> signed(0.5), signed(math.nan)
+      ('+0.50', '-')
+    """
+    return "-" if math.isnan(value) else f"{value:+.2f}"
+
+
 def top_beats_source(
     scores: Sequence[float], accuracies: Sequence[float], source_accuracy: float, *, size: int, seed: int
 ) -> dict[str, float]:
