@@ -111,6 +111,10 @@ class Settings:
         (`CellSupernet(budget=...)`), so the plans a compact choice meets
         are trained, not only met when scored; 1 (the default): none. A
         search of its own.
+      baseline_update: REINFORCE's baseline (`ReinforceConfig`): "standard"
+        (the paper's moving average, the default) or "leave_one_out" (each
+        plan against the other plans of its input in the same step; a
+        search of its own, tables "-loo").
     """
 
     inputs: tuple[str, ...]
@@ -141,6 +145,7 @@ class Settings:
     macs_ratio: float = 1.0
     search_macs_ratio: float = 1.0
     supernet_macs_ratio: float = 1.0
+    baseline_update: str = "standard"
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -173,6 +178,8 @@ class Settings:
         for ratio in ("search_macs_ratio", "supernet_macs_ratio"):  # likewise
             if getattr(self, ratio) != 1.0:
                 key[ratio] = getattr(self, ratio)
+        if self.baseline_update != "standard":  # likewise
+            key["baseline_update"] = self.baseline_update
         return key
 
     def derive_key(self, name: str, structure: str, method: str = "nat") -> dict[str, Any]:
@@ -213,7 +220,8 @@ class Settings:
         length = ""
         if preset is not None and self.search_epochs != preset.search_epochs:
             length = f"-search{self.search_epochs}"
-        return space + budget + learned + trained + length
+        baseline = "-loo" if self.baseline_update == "leave_one_out" else ""
+        return space + budget + learned + trained + length + baseline
 
     def search_config(self) -> SearchConfig:
         """The search's SearchConfig: NAT's alternation, and the budget the baselines match."""
@@ -226,6 +234,7 @@ class Settings:
                 num_inputs=self.policy_inputs,
                 num_samples=self.policy_samples,
                 entropy_weight=self.entropy_weight,
+                baseline_update=self.baseline_update,
             ),
             seed=self.search_seed,
             budget=None if self.search_macs_ratio == 1.0 else _budget(self.search_macs_ratio),

@@ -78,8 +78,10 @@ has NAT's policy learn at that budget instead (searches of their own; tables
 supernet on plans of the inputs within that budget half the time (tables
 `...-supernet0.5.md`), `--search_epochs=48` searches four times as long as
 the cpu preset (tables `...-search48.md`; benchmarks/longer_supernet.py
-measures what that does to the scores), and `--space=nat++` runs NAT++ (its
-own searches; tables `table-natpp*.md`).
+measures what that does to the scores), `--baseline_update=leave_one_out`
+has REINFORCE compare each plan with the other plans of its step instead of
+a moving average (tables `...-loo.md`; docs/design.md section 6), and
+`--space=nat++` runs NAT++ (its own searches; tables `table-natpp*.md`).
 
 --dry_run caps every count of a preset (`DRY_RUN`: a few steps of the
 search, the derive and the retraining) and keeps its sizes and recipe, for
@@ -104,6 +106,8 @@ import nat_keras  # noqa: F401  first: prepares the two Kerases (docs/design.md,
 
 # isort: split
 from absl import app, flags, logging
+
+from nat_keras.policy.reinforce import BASELINE_UPDATES
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from cell_protocol import (  # a sibling module
@@ -164,6 +168,12 @@ _TABLE_ONLY = flags.DEFINE_boolean(
     "Compute nothing: write the table of what the run dir holds for these settings.",
 )
 _RECIPE = flags.DEFINE_enum("recipe", None, ["cpu", "gpu"], "Overrides the preset's Recipe preset.")
+_BASELINE_UPDATE = flags.DEFINE_enum(
+    "baseline_update",
+    None,
+    list(BASELINE_UPDATES),
+    "Overrides the preset's baseline_update (see Settings): REINFORCE's baseline.",
+)
 _VERBOSE = flags.DEFINE_integer(
     "verbose",
     1,
@@ -181,7 +191,7 @@ def settings_from_flags() -> Settings:
     """The preset named by --preset with every flag given on the command line applied."""
     settings = PRESETS[_PRESET.value]
     changes: dict[str, Any] = {}
-    for name in (*_INT_FIELDS, *_FLOAT_FIELDS, "space", "recipe"):
+    for name in (*_INT_FIELDS, *_FLOAT_FIELDS, "space", "recipe", "baseline_update"):
         value = flags.FLAGS[name].value
         if value is not None:
             changes[name] = value

@@ -266,10 +266,11 @@ def test_derive_returns_the_input_when_no_plan_beats_it(graph):
     assert fitted not in dict(unfitted)
 
 
-@pytest.mark.parametrize("update", ["standard", "authors"])
+@pytest.mark.parametrize("update", ["standard", "authors", "leave_one_out"])
 def test_baseline_updates(graph, update):
     learner = Reinforce(
-        Policy(space="nat", seed=0), ReinforceConfig(baseline_update=update, baseline_decay=0.9)
+        Policy(space="nat", seed=0),
+        ReinforceConfig(baseline_update=update, baseline_decay=0.9, num_samples=2),
     )
     plans = [[learner.policy.sample(graph, seed=s) for s in range(2)]]
     first = learner.update([graph], plans, np.array([[0.2, 0.4]]))
@@ -278,10 +279,45 @@ def test_baseline_updates(graph, update):
         assert first["baseline"] == pytest.approx(0.3)
         assert second["baseline"] == pytest.approx(0.9 * 0.3 + 0.1 * 0.5)
         assert second["advantage"] == pytest.approx(0.5 - 0.3)
-    else:  # the authors' code: starts at 0 and tracks the advantage
+    elif update == "authors":  # the authors' code: starts at 0 and tracks the advantage
         assert first["advantage"] == pytest.approx(0.3)
         assert first["baseline"] == pytest.approx(0.1 * 0.3)
         assert second["advantage"] == pytest.approx(0.5 - 0.03)
+    else:  # each plan against the other plan of its input: 0.2 - 0.4 and 0.4 - 0.2
+        assert first["advantage"] == pytest.approx(0.0, abs=1e-6)
+        assert second["advantage"] == pytest.approx(0.0, abs=1e-6)
+        assert first["baseline"] == pytest.approx(0.3)  # the moving average is still reported
+
+
+def test_leave_one_out_needs_two_plans_per_input(graph):
+    with pytest.raises(ValueError, match="num_samples must be at least 2"):
+        ReinforceConfig(baseline_update="leave_one_out", num_samples=1)
+    config = ReinforceConfig(baseline_update="leave_one_out", num_samples=2)
+    learner = Reinforce(Policy(space="nat", seed=0), config)
+    with pytest.raises(ValueError, match="at least 2 plans per input"):
+        learner.update([graph], [[learner.policy.sample(graph, seed=0)]], np.array([[0.1]]))
+
+
+def test_drifting_rewards_collapse_the_moving_average_but_not_leave_one_out(graph):
+    """Rewards that carry no information but fall step by step, as a supernet's do while it trains.
+
+    A moving average lags them, every advantage is negative, and at a compact
+    budget (plans cut down to it) that common push drives the policy to one
+    plan with saturated logits; comparing plans of the same step does not.
+    """
+    half = nat_keras.Budget(macs_ratio=0.5)
+    entropies = {}
+    for update in ("standard", "leave_one_out"):
+        config = ReinforceConfig(baseline_update=update, num_samples=4)
+        learner = Reinforce(Policy(space="nat", seed=0), config)
+        rng = np.random.default_rng(0)
+        for step in range(40):
+            plans = learner.policy.sample_many(graph, 4, seed=rng, budget=half)
+            stats = learner.update([graph], [plans], -0.1 - 0.01 * step + rng.normal(0, 0.1, size=(1, 4)))
+        entropies[update] = stats["entropy"]
+    start = float(Policy(space="nat", seed=0).entropy(graph))
+    assert entropies["standard"] < 1e-3 * start
+    assert entropies["leave_one_out"] > 0.5 * start
 
 
 def test_a_search_learns_an_input_that_cannot_reach_its_budget_at_that_input_s_floor(graph):

@@ -11,6 +11,17 @@ Baseline updates:
 - "authors": as in the authors' code (nat_learner.py), the moving average
   tracks the advantage, b <- decay * b + (1 - decay) * (mean(R) - b), and the
   advantage is R itself while b is still 0.
+- "leave_one_out": each plan's baseline is the mean reward of the other
+  plans sampled for the same input in the same step (Kool et al., 2019,
+  "Buy 4 REINFORCE samples, get a baseline for free"); needs
+  `num_samples` >= 2. The moving average is still kept, for reporting.
+  Why: a supernet keeps training between policy steps, so rewards drift
+  (in the cell searches of docs/design.md section 6 they fell from about 0
+  to -0.45 over 48 epochs). A moving average lags a drift, every advantage
+  then has the same sign for tens of steps, and that common push drove
+  the policy to one plan with saturated logits (entropy 8e-8), from which
+  no gradient brings it back. Rewards of the same step share the
+  supernet's weights, so their differences carry no drift.
 
 Example:
   >>> learner = Reinforce(policy, ReinforceConfig())
@@ -32,7 +43,7 @@ from nat_keras.graph.arch_graph import ArchGraph
 from nat_keras.plan import TransformPlan
 from nat_keras.policy.policy import Policy
 
-BASELINE_UPDATES = ("standard", "authors")
+BASELINE_UPDATES = ("standard", "authors", "leave_one_out")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +55,8 @@ class ReinforceConfig:
       weight_decay: L2 on the policy weights, added to the gradient.
       entropy_weight: weight of the entropy bonus.
       baseline_decay: decay of the moving-average baseline.
-      baseline_update: "standard" or "authors" (see module docstring).
+      baseline_update: "standard", "authors" or "leave_one_out" (see the
+        module docstring).
       clip_norm: global gradient-norm clip (the authors clip at 5); None: off.
       num_inputs: m, input architectures per policy step.
       num_samples: n, plans sampled per input architecture.
@@ -68,6 +80,11 @@ class ReinforceConfig:
             )
         if self.num_inputs < 1 or self.num_samples < 1:
             raise ValueError("num_inputs and num_samples must be at least 1.")
+        if self.baseline_update == "leave_one_out" and self.num_samples < 2:
+            raise ValueError(
+                "baseline_update='leave_one_out' compares plans of the same input: "
+                f"num_samples must be at least 2, got {self.num_samples}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,8 +136,18 @@ class Reinforce:
             self.baseline.assign(float(rewards.mean()))
             self.baseline_ready.assign(True)
         baseline = float(self.baseline.numpy())
-        # The authors subtract the baseline only once it is non-zero.
-        advantages = rewards - baseline if (baseline or not authors) else rewards
+        if self.config.baseline_update == "leave_one_out":
+            if rewards.shape[-1] < 2:
+                raise ValueError(
+                    "baseline_update='leave_one_out' needs at least 2 plans per input, "
+                    f"got rewards of shape {rewards.shape}."
+                )
+            others = (rewards.sum(axis=-1, keepdims=True) - rewards) / (rewards.shape[-1] - 1)
+            advantages = rewards - others
+        elif authors and not baseline:  # the authors subtract the baseline only once it is non-zero
+            advantages = rewards
+        else:
+            advantages = rewards - baseline
         variables = self.policy.trainable_variables
         with tf.GradientTape() as tape:
             log_probs = tf.stack([lp for row in self.policy.log_probs(graphs, plans) for lp in row])
