@@ -24,7 +24,8 @@ def read_jsonl(path: pathlib.Path) -> Iterable[dict[str, Any]]:
 
 
 def search_variant(key: Mapping[str, Any]) -> str:
-    """How a choice's search was run: where its policy learned and its supernet trained, and how long.
+    """How a choice's search was run: where its policy learned and its supernet trained, how long,
+    and REINFORCE's baseline when it was not the moving average.
 
     Example:
       >>> search_variant({"search_macs_ratio": 0.5, "search_epochs": 12})
@@ -33,10 +34,12 @@ def search_variant(key: Mapping[str, Any]) -> str:
     policy = key.get("search_macs_ratio")
     supernet = key.get("supernet_macs_ratio")
     epochs = key.get("search_epochs")
+    baseline = key.get("baseline_update")
     return (
         (f"policy at {policy:g}" if policy else "policy at equal cost")
         + (f", supernet at {supernet:g}" if supernet else ", supernet at equal cost")
         + (f", {epochs} epochs" if epochs else "")
+        + (f", {baseline} baseline" if baseline else "")
     )
 
 
