@@ -16,8 +16,8 @@ Baseline updates:
   "Buy 4 REINFORCE samples, get a baseline for free"); needs
   `num_samples` >= 2. The moving average is still kept, for reporting.
   Why: a supernet keeps training between policy steps, so rewards drift
-  (in the cell searches of docs/design.md section 6 they fell from about 0
-  to -0.45 over 48 epochs). A moving average lags a drift, every advantage
+  (in the cell searches of docs/design.md section 6 the mean per epoch fell
+  from about 0 to -0.3). A moving average lags a drift, every advantage
   then has the same sign for tens of steps, and that common push drove
   the policy to one plan with saturated logits (entropy 8e-8), from which
   no gradient brings it back. Rewards of the same step share the
