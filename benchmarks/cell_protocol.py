@@ -114,7 +114,7 @@ class Settings:
       baseline_update: REINFORCE's baseline (`ReinforceConfig`): "standard"
         (the paper's moving average, the default) or "leave_one_out" (each
         plan against the other plans of its input in the same step; a
-        search of its own, tables "-loo").
+        search of its own, tables "-loo"; "authors": tables "-authors").
     """
 
     inputs: tuple[str, ...]
@@ -220,7 +220,8 @@ class Settings:
         length = ""
         if preset is not None and self.search_epochs != preset.search_epochs:
             length = f"-search{self.search_epochs}"
-        baseline = "-loo" if self.baseline_update == "leave_one_out" else ""
+        name = _BASELINE_SUFFIX.get(self.baseline_update, self.baseline_update)
+        baseline = "" if self.baseline_update == "standard" else f"-{name}"
         return space + budget + learned + trained + length + baseline
 
     def search_config(self) -> SearchConfig:
@@ -243,6 +244,10 @@ class Settings:
     def training(self, seed: int) -> Recipe:
         """The one retraining recipe (docs/design.md section 8), from scratch."""
         return Recipe.preset(self.recipe, epochs=self.epochs, seed=seed, init="scratch")
+
+
+# Table suffixes of REINFORCE baselines other than the moving average (others: their own name).
+_BASELINE_SUFFIX = {"leave_one_out": "loo"}
 
 
 def _budget(macs_ratio: float) -> nat_keras.Budget:

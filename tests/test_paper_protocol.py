@@ -61,6 +61,12 @@ def test_a_compact_budget_shares_the_search_and_keeps_its_own_choices_and_tables
     longer = half.replace(search_epochs=4 * half.search_epochs)
     assert longer.search_key("full4") != half.search_key("full4")
     assert (half.table_suffix(half), longer.table_suffix(half)) == ("-macs0.5", "-macs0.5-search48")
+    # Another REINFORCE baseline: a search and tables of its own; the moving average keeps its keys.
+    loo, authors = (half.replace(baseline_update=b) for b in ("leave_one_out", "authors"))
+    assert "baseline_update" not in half.search_key("full4")
+    assert loo.search_key("full4")["baseline_update"] == "leave_one_out"
+    assert loo.search_config().reinforce.baseline_update == "leave_one_out"
+    assert (loo.table_suffix(), authors.table_suffix()) == ("-macs0.5-loo", "-macs0.5-authors")
     assert "large_edge" in pp.BASELINES
     # NAT's choices carry the derive rule; a baseline's key is what it was before that rule.
     nat, random = equal.derive_key("DARTS", "full4"), equal.derive_key("DARTS", "full4", "random")
