@@ -440,11 +440,15 @@ def run_search(
         config=settings.search_config(),
         directory=str(directory / "search"),
     )
+    resumed_at = search.resumed_epoch
     history = search.run(verbose=verbose)
     policy.save(policy_dir)
     summary = {
         "key": key,
-        "seconds": time.perf_counter() - start,
+        # A search resumed in several runs: every epoch's time, not this run's
+        # (unknown, hence this run's, for epochs run before times were kept).
+        "seconds": history.seconds if history.seconds is not None else time.perf_counter() - start,
+        "resumed_at_epoch": resumed_at,
         "reward_per_epoch": [round(float(r), 4) for r in history.reward],
         "evaluations": history.evaluations,
     }

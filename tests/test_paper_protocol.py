@@ -148,6 +148,7 @@ def test_smoke_run_writes_the_table_and_a_rerun_skips_finished_rows(tmp_path):
     assert (search_dir / "policy" / "policy.json").exists()
     summary = json.loads((search_dir / "search.json").read_text())
     assert summary["key"]["structure"] == "full4"
+    assert summary["resumed_at_epoch"] == 0 and summary["seconds"] > 0  # every epoch's time, summed
     # NAT and the baseline side by side, each against the original of the same seed.
     with (run_dir / "methods.csv").open() as stream:
         methods = list(csv.DictReader(stream))

@@ -33,8 +33,25 @@ def test_a_resumed_search_returns_every_epochs_history(environment, tmp_path):
         assert len(values) == 4, key
         assert values[:2] == getattr(first, key), key
     assert history.evaluations == sum(history.epoch_evaluations) > first.evaluations
+    assert len(history.epoch_seconds) == 4 and history.epoch_seconds[:2] == first.epoch_seconds
+    assert history.seconds == pytest.approx(sum(history.epoch_seconds))
+    assert history.seconds > first.seconds > 0
     saved = SearchHistory.from_dict(json.loads((tmp_path / "history.json").read_text()))
     assert saved == history
+
+
+def test_a_search_resumed_from_a_history_without_times_has_no_total(environment, tmp_path):
+    """A history written before epochs were timed: a total would leave those epochs out."""
+    NATSearch(environment, Policy(space="nat", seed=0), config=CONFIG, directory=tmp_path).run(verbose=0)
+    path = tmp_path / "history.json"
+    older = json.loads(path.read_text())
+    del older["epoch_seconds"]
+    path.write_text(json.dumps(older))
+    longer = dataclasses.replace(CONFIG, epochs=3)
+    search = NATSearch(environment, Policy(space="nat", seed=0), config=longer, directory=tmp_path)
+    history = search.run(verbose=0)
+    assert len(history.reward) == 3 and len(history.epoch_seconds) == 1
+    assert history.seconds is None
 
 
 def test_a_history_ahead_of_the_checkpoint_is_cut_back(environment, tmp_path):

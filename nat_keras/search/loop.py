@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import tempfile
+import time
 from typing import Any
 
 import keras
@@ -129,7 +130,7 @@ def budget_excess(planned: Cost, limit: Cost) -> float:
     return max(0.0, planned.params / max(limit.params, 1) - 1.0, planned.macs / max(limit.macs, 1) - 1.0)
 
 
-_PER_EPOCH = ("reward", "baseline", "entropy", "cost_ratio", "epoch_evaluations")
+_PER_EPOCH = ("reward", "baseline", "entropy", "cost_ratio", "epoch_evaluations", "epoch_seconds")
 
 
 @dataclasses.dataclass
@@ -139,6 +140,8 @@ class SearchHistory:
     Attributes:
       reward / baseline / entropy / cost_ratio: per-epoch means.
       epoch_evaluations: plans scored in each epoch.
+      epoch_seconds: wall time of each epoch (weight training and policy
+        pass), so a search resumed in several runs still says what it cost.
       evaluations: plans scored in all epochs.
     """
 
@@ -148,6 +151,19 @@ class SearchHistory:
     cost_ratio: list[float] = dataclasses.field(default_factory=list)
     evaluations: int = 0
     epoch_evaluations: list[int] = dataclasses.field(default_factory=list)
+    epoch_seconds: list[float] = dataclasses.field(default_factory=list)
+
+    @property
+    def seconds(self) -> float | None:
+        """Wall time of all epochs, or None when some epochs were run before times were kept.
+
+        Example:
+          >>> SearchHistory(reward=[0.1, 0.2], epoch_seconds=[3.0, 4.0]).seconds
+          7.0
+        """
+        if len(self.epoch_seconds) != len(self.reward):
+            return None
+        return float(sum(self.epoch_seconds))
 
     def truncated(self, epochs: int) -> SearchHistory:
         """The history of the first `epochs` epochs."""
@@ -251,6 +267,7 @@ class NATSearch:
         history = self.history
         config = self.config
         for epoch in range(int(self.epoch.numpy()), config.epochs):
+            start = time.perf_counter()
             if config.weight_steps:
                 self.environment.train_weights((epoch + 1) * config.weight_steps, verbose=0)
             stats = self._policy_pass(epoch, verbose)
@@ -258,6 +275,7 @@ class NATSearch:
                 getattr(history, key).append(stats[key])
             history.epoch_evaluations.append(int(stats["evaluations"]))
             history.evaluations += int(stats["evaluations"])
+            history.epoch_seconds.append(round(time.perf_counter() - start, 2))
             self.epoch.assign(epoch + 1)
             if self._writer is not None:
                 with self._writer.as_default(step=epoch + 1):
