@@ -32,7 +32,9 @@ provenance.jsonl (machine, versions, command of each run). A run that
 overrides a setting of its preset (other than which inputs, methods, budgets
 and seeds) writes its tables beside those, named by the override:
 `--fine_tune_epochs=5` writes quality-fine_tune_epochs=5.md, .csv, .png and
-rows-quality-fine_tune_epochs=5.csv.
+rows-quality-fine_tune_epochs=5.csv. `--baseline_update=leave_one_out`
+(REINFORCE's baseline for NAT and NAT++, docs/design.md section 2) is such
+an override too; the other methods' rows, which learn no policy, are shared.
 
 The paper's cells (DARTS, ResBlock, VGG, MobileNetV2, ENAS: `CELLS`) are
 inputs too, under the paper's protocol (benchmarks/cell_protocol.py, whose
@@ -107,6 +109,7 @@ from absl import app, flags, logging
 
 from nat_keras.cells import PUBLISHED, Genotype, genotype_actions
 from nat_keras.policy import ReinforceConfig, default_policy
+from nat_keras.policy.reinforce import BASELINE_UPDATES
 from nat_keras.search import CHOOSE_VERSION, DERIVE_VERSION, SearchConfig, input_plan
 from nat_keras.supernet.base import BUDGET_PROB
 from nat_keras.train import INHERITED, SCRATCH, Recipe, train
@@ -157,6 +160,10 @@ class Settings:
     # fine-tuning (`Recipe.bn_calibration_examples`): with Keras's lagging
     # moving averages the same NAT++ plan tested 0.7734, recalibrated 0.8642.
     fine_tune_bn_examples: int = 1024
+    # REINFORCE's baseline for NAT's and NAT++'s policy (`ReinforceConfig`):
+    # in their rows' keys only when not the moving average, so the rows
+    # cached before it existed keep their keys.
+    baseline_update: str = "standard"
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -221,6 +228,10 @@ _INT_FIELDS = (
 )  # fmt: skip
 for _field in _INT_FIELDS:
     flags.DEFINE_integer(_field, None, f"Overrides the preset's {_field} (see Settings).")
+_BASELINE_UPDATE = flags.DEFINE_enum(
+    "baseline_update", None, list(BASELINE_UPDATES),
+    "REINFORCE's baseline for NAT and NAT++ (ReinforceConfig.baseline_update; default: the preset's).",
+)  # fmt: skip
 _TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Train nothing: write the table of the cached rows.")
 _VERBOSE = flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bars.")
 
@@ -245,7 +256,15 @@ def settings_from_flags() -> Settings:
     for name in _INT_FIELDS:
         if flags.FLAGS[name].value is not None:
             changes[name] = flags.FLAGS[name].value
-    return settings.replace(**changes)
+    if _BASELINE_UPDATE.value is not None:
+        changes["baseline_update"] = _BASELINE_UPDATE.value
+    settings = settings.replace(**changes)
+    if settings.baseline_update == "leave_one_out" and settings.samples < 2:
+        raise app.UsageError(
+            f"--baseline_update=leave_one_out compares the plans of one step: --samples must be at least 2, "
+            f"got {settings.samples}."
+        )
+    return settings
 
 
 def parse_widths(values: Sequence[str]) -> tuple[tuple[str, float], ...]:
@@ -345,7 +364,8 @@ def row_key(settings: Settings, name: str, budget: str, method: str, seed: int) 
     shared = {
         f.name: getattr(settings, f.name)
         for f in dataclasses.fields(Settings)
-        if f.name not in (*SELECTION, "seed", "widths")  # those two enter the key under their own names
+        # seed and widths enter the key under their own names; baseline_update only NAT's
+        if f.name not in (*SELECTION, "seed", "widths", "baseline_update")
     }
     key = {
         "part": "row", **settings.input_key(name), "method": method, "seed": int(seed),
@@ -354,6 +374,8 @@ def row_key(settings: Settings, name: str, budget: str, method: str, seed: int) 
     }  # fmt: skip
     if method in ("nat", "nat++") and DERIVE_VERSION != 1:  # how NAT's derive drew its candidates
         key["derive_version"] = DERIVE_VERSION
+    if method in ("nat", "nat++") and settings.baseline_update != "standard":
+        key["baseline_update"] = settings.baseline_update
     if method != "original" and budget != "equal":  # the supernet trains on plans of a compact budget
         key["supernet_budget_prob"] = BUDGET_PROB
         if CHOOSE_VERSION != 1:  # the input fitted to the budget competes in the final choice
@@ -421,10 +443,10 @@ def method_row(
         chosen = nat_keras.apply_plan(source, plan, graph=graph, check_budget=BUDGETS[budget])
     else:
         space = "nat" if method == "nat" else "nat++"  # the baselines search the larger space
+        reinforce = ReinforceConfig(num_samples=settings.samples, baseline_update=settings.baseline_update)
         config = SearchConfig(
             epochs=settings.search_epochs, weight_steps=settings.weight_steps,
-            policy_steps=settings.policy_steps, reinforce=ReinforceConfig(num_samples=settings.samples),
-            seed=seed,
+            policy_steps=settings.policy_steps, reinforce=reinforce, seed=seed,
         )  # fmt: skip
         chosen = nat_keras.transform(
             source, data=splits, method="nat" if method in ("nat", "nat++") else method,

@@ -44,6 +44,22 @@ def test_each_seed_has_its_own_row():
     assert originals[0] == originals[1] and originals[0]["budget"] == "-"
 
 
+def test_the_reinforce_baseline_is_in_nat_s_keys_only_when_not_the_moving_average():
+    """Rows cached before the option keep their keys; the baselines learn no policy: their rows are shared."""
+    smoke = quality.PRESETS["smoke"]
+    loo = smoke.replace(baseline_update="leave_one_out")
+    for method in ("nat", "nat++"):
+        assert "baseline_update" not in quality.row_key(smoke, "resnet8", "half_macs", method, 0)
+        assert quality.row_key(loo, "resnet8", "half_macs", method, 0)["baseline_update"] == "leave_one_out"
+    for method in ("original", "fitted", "random"):
+        assert quality.row_key(loo, "resnet8", "half_macs", method, 0) == quality.row_key(
+            smoke, "resnet8", "half_macs", method, 0
+        )
+    cpu = quality.PRESETS["cpu"]
+    stem = quality.table_stem(cpu.replace(baseline_update="leave_one_out"), cpu)
+    assert stem == "quality-baseline_update=leave_one_out"
+
+
 def test_rows_that_differ_only_after_the_search_share_it():
     cpu = quality.PRESETS["cpu"]
     clipped = quality.row_key(cpu, "resnet20", "half_macs", "nat", 0)
