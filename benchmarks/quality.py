@@ -168,6 +168,10 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
+    def reinforce_config(self) -> ReinforceConfig:
+        """NAT's and NAT++'s policy updates (ReinforceConfig checks the combination)."""
+        return ReinforceConfig(num_samples=self.samples, baseline_update=self.baseline_update)
+
     def width(self, name: str) -> float:
         return dict(self.widths).get(name, 1.0)
 
@@ -259,11 +263,10 @@ def settings_from_flags() -> Settings:
     if _BASELINE_UPDATE.value is not None:
         changes["baseline_update"] = _BASELINE_UPDATE.value
     settings = settings.replace(**changes)
-    if settings.baseline_update == "leave_one_out" and settings.samples < 2:
-        raise app.UsageError(
-            f"--baseline_update=leave_one_out compares the plans of one step: --samples must be at least 2, "
-            f"got {settings.samples}."
-        )
+    try:  # before any training, not at the first search
+        settings.reinforce_config()
+    except ValueError as error:
+        raise app.UsageError(f"--baseline_update / --samples: {error}") from None
     return settings
 
 
@@ -443,10 +446,9 @@ def method_row(
         chosen = nat_keras.apply_plan(source, plan, graph=graph, check_budget=BUDGETS[budget])
     else:
         space = "nat" if method == "nat" else "nat++"  # the baselines search the larger space
-        reinforce = ReinforceConfig(num_samples=settings.samples, baseline_update=settings.baseline_update)
         config = SearchConfig(
             epochs=settings.search_epochs, weight_steps=settings.weight_steps,
-            policy_steps=settings.policy_steps, reinforce=reinforce, seed=seed,
+            policy_steps=settings.policy_steps, reinforce=settings.reinforce_config(), seed=seed,
         )  # fmt: skip
         chosen = nat_keras.transform(
             source, data=splits, method="nat" if method in ("nat", "nat++") else method,

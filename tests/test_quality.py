@@ -48,6 +48,8 @@ def test_the_reinforce_baseline_is_in_nat_s_keys_only_when_not_the_moving_averag
     """Rows cached before the option keep their keys; the baselines learn no policy: their rows are shared."""
     smoke = quality.PRESETS["smoke"]
     loo = smoke.replace(baseline_update="leave_one_out")
+    assert loo.reinforce_config().baseline_update == "leave_one_out"
+    assert loo.reinforce_config().num_samples == smoke.samples
     for method in ("nat", "nat++"):
         assert "baseline_update" not in quality.row_key(smoke, "resnet8", "half_macs", method, 0)
         assert quality.row_key(loo, "resnet8", "half_macs", method, 0)["baseline_update"] == "leave_one_out"

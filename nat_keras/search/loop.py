@@ -275,7 +275,7 @@ class NATSearch:
                 getattr(history, key).append(stats[key])
             history.epoch_evaluations.append(int(stats["evaluations"]))
             history.evaluations += int(stats["evaluations"])
-            history.epoch_seconds.append(round(time.perf_counter() - start, 2))
+            history.epoch_seconds.append(time.perf_counter() - start)
             self.epoch.assign(epoch + 1)
             if self._writer is not None:
                 with self._writer.as_default(step=epoch + 1):
